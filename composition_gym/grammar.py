@@ -1,0 +1,95 @@
+"""The trace grammar: which token may come next, as a tiny state machine with cached masks.
+
+A trace is ``segment (; segment)* <eos>`` with exactly one segment per step (one in the ``answer``
+format).  A segment is ``[routing skill :] letter+``, the tags only in the ``tagged`` format, with
+at most ``max_result_len`` letters.  The environment, its vector form and the expert share this
+module, so "grammatical" means one thing everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from composition_gym import tokens as T
+from composition_gym.profiles import Profile
+
+# Phases inside one segment.
+ROUTING, SKILL, COLON, VALUE = 0, 1, 2, 3
+
+
+@dataclass
+class TraceState:
+    """Where a partial trace stands: segment index, phase in it, letters written in it."""
+
+    segment: int = 0
+    phase: int = VALUE
+    letters: int = 0
+    done: bool = False
+
+
+class TraceGrammar:
+    """Masks and transitions of the trace grammar for one profile and trace format."""
+
+    def __init__(self, profile: Profile, trace_format: str):
+        self.tagged = trace_format == "tagged"
+        self.answer_only = trace_format == "answer"
+        self.cap = profile.max_result_len
+        v = T.VOCAB_SIZE
+        self.letter_mask = np.zeros(v, dtype=bool)
+        self.letter_mask[[T.LETTER_IDS[c] for c in profile.alphabet]] = True
+        self.routing_mask = np.zeros(v, dtype=bool)
+        self.routing_mask[[T.ROUTING_IDS[r] for r in profile.routings]] = True
+        self.skill_mask = np.zeros(v, dtype=bool)
+        self.skill_mask[[T.SKILL_IDS[s] for s in profile.skills]] = True
+        self.colon_mask = np.zeros(v, dtype=bool)
+        self.colon_mask[T.TAG_ID] = True
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def start(self) -> TraceState:
+        """The state before the first trace token."""
+        return TraceState(phase=ROUTING if self.tagged else VALUE)
+
+    def segments(self, depth: int) -> int:
+        """How many segments a complete trace of a depth-``depth`` cascade has."""
+        return 1 if self.answer_only else depth
+
+    def mask(self, state: TraceState, depth: int) -> np.ndarray:
+        """Boolean mask of the grammatical next tokens (read-only; shared between calls)."""
+        last = state.segment == self.segments(depth) - 1
+        key = (state.phase, state.letters == 0, state.letters >= self.cap, last, state.done)
+        m = self._cache.get(key)
+        if m is None:
+            m = self._build(*key)
+            m.flags.writeable = False
+            self._cache[key] = m
+        return m
+
+    def _build(self, phase: int, empty: bool, full: bool, last: bool, done: bool) -> np.ndarray:
+        if done:
+            return np.zeros(T.VOCAB_SIZE, dtype=bool)
+        if phase == ROUTING:
+            return self.routing_mask.copy()
+        if phase == SKILL:
+            return self.skill_mask.copy()
+        if phase == COLON:
+            return self.colon_mask.copy()
+        m = np.zeros(T.VOCAB_SIZE, dtype=bool) if full else self.letter_mask.copy()
+        if not empty:
+            m[T.EOS_ID if last else T.STEP_ID] = True
+        return m
+
+    def advance(self, state: TraceState, token: int) -> None:
+        """Move ``state`` past a grammatical ``token`` (the caller checked the mask)."""
+        if state.phase == VALUE:
+            if token == T.STEP_ID:
+                state.segment += 1
+                state.letters = 0
+                state.phase = ROUTING if self.tagged else VALUE
+            elif token == T.EOS_ID:
+                state.done = True
+            else:
+                state.letters += 1
+        else:
+            state.phase += 1
