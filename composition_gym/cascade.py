@@ -80,7 +80,7 @@ def _render_step(routing: str, skill: str, e: list[str]) -> list[str]:
     syntax = ROUTINGS[routing].syntax
     if syntax == "f(E)":
         return [skill, "(", *e, ")"]
-    if syntax.startswith("f(E") and len(syntax) == 7:  # f(E+X), f(E~Y), …
+    if syntax.startswith("f(E") and len(syntax) == 6:  # f(E+X), f(E~Y), …
         return [skill, "(", *e, syntax[3], syntax[4], ")"]
     if syntax == "X+f(E)":
         return ["X", "+", skill, "(", *e, ")"]
@@ -92,7 +92,7 @@ def _render_step(routing: str, skill: str, e: list[str]) -> list[str]:
 _BINARY_ROUTINGS = {
     (r.syntax[3], r.syntax[4]): name
     for name, r in ROUTINGS.items()
-    if r.syntax.startswith("f(E") and len(r.syntax) == 7
+    if r.syntax.startswith("f(E") and len(r.syntax) == 6
 }
 
 
