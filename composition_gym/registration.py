@@ -75,3 +75,11 @@ def register_envs() -> None:
             vector_entry_point=VECTOR_ENTRY_POINT,
             kwargs={k: row[k] for k in ("profile", "split", "depth")},
         )
+
+
+def ids_table() -> str:
+    """The registered ids as a markdown table (the README renders it)."""
+    rows = ["| id | profile | split | L | role | purpose |", "|---|---|---|---|---|---|"]
+    for r in list_envs():
+        rows.append(f"| `{r['id']}` | {r['profile']} | `{r['split']}` | {r['depth']} | {r['role']} | {r['purpose']} |")
+    return "\n".join(rows)
