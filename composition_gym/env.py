@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 import gymnasium as gym
@@ -9,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from composition_gym import tokens as T
-from composition_gym.cascade import TRACE_FORMATS, Problem
+from composition_gym.cascade import TRACE_FORMATS, Cascade, Problem
 from composition_gym.grammar import COLON, ROUTING, SKILL, TraceGrammar, TraceState
 from composition_gym.profiles import Profile, get_profile
 from composition_gym.supports import CascadeSampler, Support
@@ -35,6 +36,42 @@ def max_trace_len(profile: Profile, depth: int, trace_format: str) -> int:
         return cap + 1
     tags = 3 * depth if trace_format == "tagged" else 0
     return depth * cap + (depth - 1) + tags + 1
+
+
+@lru_cache(maxsize=1 << 16)
+def _program_encoding(cascade: Cascade) -> tuple[tuple[int, ...], str]:
+    # Programs repeat across episodes (a split holds a bounded set of cascades), so their ids and
+    # text are rendered once; the bound keeps the paper profile's huge supports in check.
+    ids = tuple(T.TOKEN_ID[t] for t in cascade.program()) + (T.SEP_ID,)
+    return ids, T.decode(ids)
+
+
+def encode_prompt(problem: Problem, uses_y: bool) -> tuple[list[int], str]:
+    """The prompt's token ids and text: ``encode``/``decode`` of :meth:`Problem.prompt`, computed fast.
+
+    The head ``<bos> X=… [,Y=…] :`` holds no capitalised word before a letter, so its text needs
+    no spacing rule and is written directly; the program part is memoised per cascade.
+    """
+    ids = [T.BOS_ID, _X_ID, _EQ_ID, *[T.LETTER_IDS[c] for c in problem.x]]
+    text = f"{T.BOS}{T.VAR_X}{T.EQ}{problem.x}"
+    if uses_y:
+        ids += [_COMMA_ID, _Y_ID, _EQ_ID, *[T.LETTER_IDS[c] for c in problem.y]]
+        text += f"{T.COMMA}{T.VAR_Y}{T.EQ}{problem.y}"
+    ids.append(T.TAG_ID)
+    prog_ids, prog_text = _program_encoding(problem.cascade)
+    ids += prog_ids
+    return ids, f"{text}{T.TAG}{prog_text}"
+
+
+def expected_segments(problem: Problem, trace_format: str) -> list[tuple[tuple[int, int], tuple[int, ...]]]:
+    """The reference trace as ``((routing id, skill id), letter ids)`` per segment."""
+    steps = list(zip(problem.cascade.steps, problem.values))
+    if trace_format == "answer":
+        steps = steps[-1:]
+    return [((T.ROUTING_IDS[r], T.SKILL_IDS[s]), tuple(T.letter_ids(z))) for (r, s), z in steps]
+
+
+_X_ID, _Y_ID, _EQ_ID, _COMMA_ID = (T.TOKEN_ID[t] for t in (T.VAR_X, T.VAR_Y, T.EQ, T.COMMA))
 
 
 class CompositionEnv(gym.Env):
@@ -179,7 +216,7 @@ class CompositionEnv(gym.Env):
         return self._obs.copy(), self._reset_info()
 
     def _start(self, problem: Problem) -> None:
-        prompt = [T.TOKEN_ID[t] for t in problem.prompt(self.profile.uses_y)]
+        prompt, self._prompt_text = encode_prompt(problem, self.profile.uses_y)
         if len(prompt) + 2 > self.max_len:
             raise ValueError(f"max_len={self.max_len} is too short for a prompt of {len(prompt)} tokens")
         self._problem = problem
@@ -189,12 +226,7 @@ class CompositionEnv(gym.Env):
         self._state = self.grammar.start()
         self._depth = problem.cascade.depth
         # The expected (tags, letters) of each segment, so a step only compares small tuples.
-        steps = list(zip(problem.cascade.steps, problem.values))
-        if self.trace_format == "answer":
-            steps = steps[-1:]
-        self._expected = [
-            ((T.ROUTING_IDS[r], T.SKILL_IDS[s]), tuple(T.letter_ids(z))) for (r, s), z in steps
-        ]
+        self._expected = expected_segments(problem, self.trace_format)
         self._seg_tags: list[int] = []
         self._seg_letters: list[int] = []
         self._written: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
@@ -250,7 +282,9 @@ class CompositionEnv(gym.Env):
         if isinstance(action, np.ndarray):
             if action.size != 1:
                 raise ValueError(f"action must be a single token id, got an array of shape {action.shape}")
-            action = action.reshape(()).item() if np.issubdtype(action.dtype, np.integer) else action.dtype
+            if not np.issubdtype(action.dtype, np.integer):
+                raise TypeError(f"action must be an integer token id, got an array of dtype {action.dtype}")
+            action = action.reshape(()).item()
         if isinstance(action, bool) or not isinstance(action, (int, np.integer)):
             raise TypeError(f"action must be an integer token id, got {action!r} of type {type(action).__name__}")
         a = int(action)
@@ -264,7 +298,7 @@ class CompositionEnv(gym.Env):
         return {
             "action_mask": self._mask.copy(),
             "cascade": p.cascade,
-            "prompt": T.decode(self._obs[: self._trace_start]),
+            "prompt": self._prompt_text,
             "answer": p.answer,
         }
 
@@ -297,7 +331,7 @@ class CompositionEnv(gym.Env):
             "is_success": bool(success),
             "malformed": self._malformed,
             "diagnosis": diagnosis,
-            "trace": T.decode(self._obs[self._trace_start : self._pos]),
+            "trace": T.decode(self._obs[self._trace_start : self._pos].tolist()),
         }
 
     # ------------------------------------------------------------------ helpers

@@ -20,8 +20,8 @@ class Profile:
 
     Attributes:
         name: the preset's name.
-        skills: skill names, in vocabulary order.
-        routings: routing mechanism names, in vocabulary order.
+        skills: skill names.
+        routings: routing mechanism names.
         alphabet: the letters inputs are drawn from (skills are closed over it).
         input_len: inclusive ``(min, max)`` length of each input string.
         max_result_len: results longer than this are resampled (never truncated).

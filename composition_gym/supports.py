@@ -150,11 +150,13 @@ class CascadeSampler:
 
     MAX_CASCADE_TRIES = 2000
     MAX_INPUT_TRIES = 20
+    MEMO_LIMIT = 1 << 16  # drawn (routing, skill) indices -> (cascade, in support); cleared when full
 
     def __init__(self, support: Support):
         self.support = support
         self.profile = support.profile
         self._pool: list[Cascade] | None = None
+        self._memo: dict[tuple, tuple[Cascade, bool]] = {}
         probe = np.random.default_rng(0)
         try:
             self.sample(probe)
@@ -178,13 +180,20 @@ class CascadeSampler:
         if self._pool is not None:
             return self._pool[int(rng.integers(len(self._pool)))]
         p, depths = self.profile, self.support.depths
+        n_r, n_s, memo = len(p.routings), len(p.skills), self._memo
         for _ in range(self.MAX_CASCADE_TRIES):
-            d = depths[int(rng.integers(len(depths)))]
-            routings = [p.routings[i] for i in rng.integers(len(p.routings), size=d)]
-            skills = [p.skills[i] for i in rng.integers(len(p.skills), size=d)]
-            c = Cascade(tuple(zip(routings, skills)))
-            if self.support.contains(c):
-                return c
+            # integers(1) draws nothing from the generator, so skipping it keeps the stream.
+            d = depths[0] if len(depths) == 1 else depths[int(rng.integers(len(depths)))]
+            key = (tuple(rng.integers(n_r, size=d)), tuple(rng.integers(n_s, size=d)))
+            hit = memo.get(key)
+            if hit is None:
+                # Building and hashing a cascade costs more than drawing it: remember the verdict.
+                c = Cascade(tuple((p.routings[r], p.skills[s]) for r, s in zip(*key)))
+                hit = memo[key] = (c, self.support.contains(c))
+                if len(memo) > self.MEMO_LIMIT:
+                    memo.clear()
+            if hit[1]:
+                return hit[0]
         raise RuntimeError("no cascade of the support found by rejection sampling")
 
     def _string(self, rng: np.random.Generator) -> str:
