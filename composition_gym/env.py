@@ -13,6 +13,7 @@ from composition_gym import tokens as T
 from composition_gym.cascade import TRACE_FORMATS, Cascade, Problem
 from composition_gym.grammar import COLON, ROUTING, SKILL, TraceGrammar, TraceState
 from composition_gym.profiles import Profile, get_profile
+from composition_gym.rng import IntegerStream
 from composition_gym.supports import CascadeSampler, Support
 
 _ROUND = 8  # observation lengths are padded to a multiple of this
@@ -179,7 +180,9 @@ class CompositionEnv(gym.Env):
         if trace_format not in TRACE_FORMATS:
             raise ValueError(f"unknown trace_format {trace_format!r}; choose from {TRACE_FORMATS}")
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"unsupported render_mode {render_mode!r}; choose from {self.metadata['render_modes']}")
+            # TypeError, not ValueError: SB3's make_vec_env (and so rl-zoo3) asks for "rgb_array"
+            # first and retries without a render mode only on TypeError.
+            raise TypeError(f"unsupported render_mode {render_mode!r}; choose from {self.metadata['render_modes']}")
         for name, value in (("process_reward", process_reward), ("format_penalty", format_penalty)):
             if not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
@@ -203,11 +206,17 @@ class CompositionEnv(gym.Env):
         self._obs = np.zeros(self.max_len, dtype=np.int64)
         self._problem: Problem | None = None
         self._done = True
+        # Problems are drawn through this view of self.np_random: the same numbers, fewer calls.
+        self._ints_of: np.random.Generator | None = None
+        self._ints: IntegerStream | np.random.Generator | None = None
 
     # ------------------------------------------------------------------ episode
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        problem = self.sampler.sample(self.np_random)
+        if self._ints_of is not self.np_random:  # seeded or replaced since the last problem
+            self._ints_of = self.np_random
+            self._ints = IntegerStream.wrap(self._ints_of)
+        problem = self.sampler.sample(self._ints)
         if options and "problem" in options:  # replay a given problem (evaluation, tests)
             problem = options["problem"]
             if not isinstance(problem, Problem):
@@ -237,7 +246,8 @@ class CompositionEnv(gym.Env):
     def step(self, action):
         if self._done:
             raise RuntimeError("step() called after the episode ended; call reset() first")
-        a = self._check_action(action)
+        # A plain in-range int (the common case) skips the full check.
+        a = action if type(action) is int and 0 <= action < T.VOCAB_SIZE else self._check_action(action)
         self._obs[self._pos] = a
         self._pos += 1
         reward, terminated = 0.0, False

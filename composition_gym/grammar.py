@@ -29,6 +29,16 @@ class TraceState:
     done: bool = False
 
 
+def mask_index(phase: int | np.ndarray, empty: bool | np.ndarray, full: bool | np.ndarray, last: bool | np.ndarray,
+               done: bool | np.ndarray) -> int | np.ndarray:
+    """The row of :meth:`TraceGrammar.mask_table` for a state (ints, bools or numpy arrays of them).
+
+    ``empty``: no letter yet in the segment; ``full``: ``max_result_len`` letters; ``last``: the
+    last segment of the trace; ``done``: ``<eos>`` written.
+    """
+    return (((phase * 2 + empty) * 2 + full) * 2 + last) * 2 + done
+
+
 class TraceGrammar:
     """Masks and transitions of the trace grammar for one profile and trace format."""
 
@@ -65,6 +75,13 @@ class TraceGrammar:
             m.flags.writeable = False
             self._cache[key] = m
         return m
+
+    def mask_table(self) -> np.ndarray:
+        """Every mask at once, ``(64, V)``: row :func:`mask_index` of a state (for batched stepping)."""
+        keys = [(p, e, f, la, d) for p in range(4) for e in (0, 1) for f in (0, 1) for la in (0, 1) for d in (0, 1)]
+        table = np.stack([self._build(*key) for key in keys])  # keys in mask_index order
+        table.flags.writeable = False
+        return table
 
     def _build(self, phase: int, empty: bool, full: bool, last: bool, done: bool) -> np.ndarray:
         if done:

@@ -197,7 +197,7 @@ def test_numpy_scalar_and_0d_actions_accepted():
     ({"depth": [4, 2]}, ValueError, "empty"),
     ({"depth": "3"}, ValueError, "depth"),
     ({"trace_format": "prose"}, ValueError, "trace_format"),
-    ({"render_mode": "human"}, ValueError, "render_mode"),
+    ({"render_mode": "human"}, TypeError, "render_mode"),
     ({"max_len": 10}, ValueError, "too short for the prompt"),
     ({"skills": ["Nope"]}, ValueError, "unknown or no skills"),
     ({"alphabet": "aA"}, ValueError, "alphabet"),
@@ -277,3 +277,13 @@ def test_replay_given_problem():
     assert env.unwrapped.problem == problem
     with pytest.raises(TypeError, match="Problem"):
         env.reset(options={"problem": "abc"})
+
+
+def test_sb3_make_vec_env_accepts_our_ids():
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("composition_gym/Compose-L3-v0", n_envs=2, seed=0)
+    obs = venv.reset()
+    assert obs.shape == (2, 80)
+    masks = np.stack(venv.env_method("action_masks"))
+    assert masks.shape == (2, T.VOCAB_SIZE) and masks.any(axis=1).all()

@@ -1,0 +1,71 @@
+"""``compgym bench --quick``: every part runs and the JSON is complete (plumbing only, no timing asserts)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import throughput
+from benchmarks.cli import register
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("bench") / "throughput.json"
+    assert throughput.main(["--quick", "--json", str(path)]) == 0
+    return json.loads(path.read_text())
+
+
+def positive(x) -> bool:
+    return isinstance(x, float) and np.isfinite(x) and x > 0
+
+
+def test_every_part_is_measured(quick_run):
+    r = quick_run["results"]
+    assert quick_run["quick"] is True
+    assert set(r) == {"env", "vector", "ppo", "bc"}
+    assert all(positive(v) for v in r["env"]["steps_per_s"].values())
+    assert set(r["env"]["steps_per_s"]) == {throughput.ENV_ID, throughput.REFERENCE_ID}
+    assert positive(r["env"]["gymnasium_benchmark_step"]["ratio"])
+    assert set(r["vector"]["steps_per_s"]) == {"SyncVectorEnv", "CompositionVectorEnv"}
+    assert r["vector"]["num_envs"] == throughput.N_ENVS
+    assert set(r["ppo"]) == {"mlp", "transformer", "naive"}
+    for p in r["ppo"].values():
+        assert positive(p["steps_per_s"]) and p["steps"] >= 64
+    assert set(r["bc"]) == {"trimmed", "padded"}
+    assert all(positive(b["tokens_per_s"]) and b["trace_tokens"] > 0 for b in r["bc"].values())
+
+
+def test_memory_is_reported_for_each(quick_run):
+    r = quick_run["results"]
+    for part in ("env", "vector"):
+        assert all(isinstance(v, float) and v > 0 for v in r[part]["peak_mb"].values())
+    for part in ("ppo", "bc"):
+        assert all(v["peak_rss_growth_mb"] >= 0 for v in r[part].values())
+
+
+def test_goals_and_table_follow_the_numbers(quick_run):
+    goals = quick_run["goals"]
+    assert set(goals) == set(throughput.GOALS)
+    r = quick_run["results"]
+    assert goals["vector_vs_sync"]["ratio"] == pytest.approx(
+        r["vector"]["steps_per_s"]["CompositionVectorEnv"] / r["vector"]["steps_per_s"]["SyncVectorEnv"])
+    for g in goals.values():
+        assert g["met"] == (g["ratio"] >= g["goal"])
+    assert "CartPole-v1" in quick_run["table"] and "goal vector_vs_sync" in quick_run["table"]
+    assert quick_run["machine"]["cpu_count"] >= 1 and quick_run["wall_time_s"] > 0
+
+
+def test_bench_subcommand_is_registered():
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["bench", "--quick", "--json", "x.json", "--parts", "env"])
+    assert args.quick and args.json == "x.json" and args.parts == ["env"] and callable(args.func)
+
+
+def test_unknown_part_is_rejected():
+    with pytest.raises(ValueError, match="unknown part"):
+        throughput.run(quick=True, parts=("env", "gpu"))
