@@ -13,7 +13,6 @@ from composition_gym import tokens as T
 from composition_gym.cascade import TRACE_FORMATS, Cascade, Problem
 from composition_gym.grammar import COLON, ROUTING, SKILL, TraceGrammar, TraceState
 from composition_gym.profiles import Profile, get_profile
-from composition_gym.rng import IntegerStream
 from composition_gym.supports import CascadeSampler, Support
 
 _ROUND = 8  # observation lengths are padded to a multiple of this
@@ -89,7 +88,7 @@ class CompositionEnv(gym.Env):
 
     ```
     prompt: <bos> X=cab : Left(Flip,Sort(X+X)) |
-    trace:  aabbcc ; fedbcc <eos>
+    trace:  aabbcc ; ffebcc <eos>
     ```
 
     ## Action Space
@@ -206,17 +205,11 @@ class CompositionEnv(gym.Env):
         self._obs = np.zeros(self.max_len, dtype=np.int64)
         self._problem: Problem | None = None
         self._done = True
-        # Problems are drawn through this view of self.np_random: the same numbers, fewer calls.
-        self._ints_of: np.random.Generator | None = None
-        self._ints: IntegerStream | np.random.Generator | None = None
 
     # ------------------------------------------------------------------ episode
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        if self._ints_of is not self.np_random:  # seeded or replaced since the last problem
-            self._ints_of = self.np_random
-            self._ints = IntegerStream.wrap(self._ints_of)
-        problem = self.sampler.sample(self._ints)
+        problem = self.sampler.sample(self.np_random)
         if options and "problem" in options:  # replay a given problem (evaluation, tests)
             problem = options["problem"]
             if not isinstance(problem, Problem):

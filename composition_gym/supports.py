@@ -178,13 +178,15 @@ class CascadeSampler:
     def sample_cascade(self, rng: np.random.Generator) -> Cascade:
         """One cascade of the support (``RuntimeError`` if rejection keeps failing)."""
         if self._pool is not None:
-            return self._pool[int(rng.integers(len(self._pool)))]
+            return self._pool[int(rng.random() * len(self._pool))]
         p, depths = self.profile, self.support.depths
         n_r, n_s, memo = len(p.routings), len(p.skills), self._memo
+        deepest = max(depths)
         for _ in range(self.MAX_CASCADE_TRIES):
-            # integers(1) draws nothing from the generator, so skipping it keeps the stream.
-            d = depths[0] if len(depths) == 1 else depths[int(rng.integers(len(depths)))]
-            key = (tuple(rng.integers(n_r, size=d)), tuple(rng.integers(n_s, size=d)))
+            # One generator call per attempt: numpy's per-call overhead dwarfs the draws themselves.
+            u = rng.random(1 + 2 * deepest).tolist()
+            d = depths[int(u[0] * len(depths))]
+            key = (tuple(int(v * n_r) for v in u[1 : 1 + d]), tuple(int(v * n_s) for v in u[1 + deepest : 1 + deepest + d]))
             hit = memo.get(key)
             if hit is None:
                 # Building and hashing a cascade costs more than drawing it: remember the verdict.
@@ -198,8 +200,10 @@ class CascadeSampler:
 
     def _string(self, rng: np.random.Generator) -> str:
         lo, hi = self.profile.input_len
-        n = int(rng.integers(lo, hi + 1))
-        return "".join(self.profile.alphabet[i] for i in rng.integers(len(self.profile.alphabet), size=n))
+        alphabet = self.profile.alphabet
+        u = rng.random(1 + hi).tolist()
+        n = lo + int(u[0] * (hi - lo + 1))
+        return "".join(alphabet[int(v * len(alphabet))] for v in u[1 : 1 + n])
 
     def sample(self, rng: np.random.Generator) -> Problem:
         """One problem: a cascade of the support with inputs whose every result fits."""

@@ -7,8 +7,7 @@ nature (sampling a problem, the final ``diagnosis`` and ``trace`` text) runs per
 
 Episodes are those of ``SyncVectorEnv`` over the single environment, for the same seeds and
 actions: same observations, rewards, terminations, truncations and infos (sub-environment ``i``
-of ``reset(seed=s)`` is seeded with ``s + i``; problems come from the same draws, see
-:mod:`composition_gym.rng`).  ``tests/composition_gym/test_vector.py`` checks this.
+of ``reset(seed=s)`` is seeded with ``s + i``; problems come from the same sampler and draws).  ``tests/composition_gym/test_vector.py`` checks this.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ from composition_gym import tokens as T
 from composition_gym.cascade import Problem
 from composition_gym.env import CompositionEnv, encode_prompt, expected_segments
 from composition_gym.grammar import COLON, ROUTING, SKILL, VALUE, mask_index
-from composition_gym.rng import IntegerStream
 
 
 class CompositionVectorEnv(VectorEnv):
@@ -116,7 +114,6 @@ class CompositionVectorEnv(VectorEnv):
         # Per sub-environment: the episode's problem, its generator and draw stream.
         self._problems: list[Problem | None] = [None] * n
         self._generators: list[np.random.Generator | None] = [None] * n
-        self._streams: list[Any] = [None] * n
         self._prompt_text: list[str] = [""] * n
         # The token sequence and the grammar state (TraceState, as arrays).
         self._obs = np.zeros((n, self.max_len), dtype=np.int64)
@@ -196,8 +193,7 @@ class CompositionVectorEnv(VectorEnv):
         for i, seed in zip(rows.tolist(), seeds):
             if seed is not None or self._generators[i] is None:
                 self._generators[i], _ = seeding.np_random(seed)
-                self._streams[i] = IntegerStream.wrap(self._generators[i])
-            p = self._sampler.sample(self._streams[i])
+            p = self._sampler.sample(self._generators[i])
             if problem is not None:
                 p = problem
             ids, self._prompt_text[i] = encode_prompt(p, self._uses_y)

@@ -21,11 +21,11 @@ def test_list_filters_profile(capsys):
 
 
 def test_show_prints_prompt_cascade_and_trace(capsys):
-    assert cli.main(["show", "Compose-L3-v0", "--seed", "1"]) == 0
+    assert cli.main(["show", "Compose-L3-v0", "--seed", "3"]) == 0
     out = capsys.readouterr().out
-    assert "prompt : <bos>X=af:Shift(Left(Shift,RotL(X+X))+X)|" in out
-    assert "1:CatX·RotL  2:Left·Shift  3:CatX·Shift" in out
-    assert "trace  : fafa;abfa;bcabba<eos>" in out
+    assert "prompt : <bos>X=df:X+Rev(Sort(Left(Flip,X)+X))|" in out
+    assert "1:Left·Flip  2:CatX·Sort  3:PrefixX·Rev" in out
+    assert "trace  : cf;cdff;dfffdc<eos>" in out
 
 
 def test_show_unknown_id_is_a_clear_error(capsys):
@@ -34,12 +34,12 @@ def test_show_unknown_id_is_a_clear_error(capsys):
 
 
 @pytest.mark.parametrize("typed,verdict", [
-    ("fafa;abfa;bcabba\n", "reward 1 (correct)"),
-    ("fafa;abfa;bcabbb\n", "reward 0 (wrong)"),
-    ("fafa\n", "(malformed)"),
+    ("cf;cdff;dfffdc\n", "reward 1 (correct)"),
+    ("cf;cdff;dfffdd\n", "reward 0 (wrong)"),
+    ("cf\n", "(malformed)"),
     ("Zzz\n", "cannot read that"),
 ])
 def test_play_reads_a_typed_trace(monkeypatch, capsys, typed, verdict):
     monkeypatch.setattr("sys.stdin", io.StringIO(typed))
-    assert cli.main(["play", "Compose-L3-v0", "--seed", "1"]) == 0
+    assert cli.main(["play", "Compose-L3-v0", "--seed", "3"]) == 0
     assert verdict in capsys.readouterr().out

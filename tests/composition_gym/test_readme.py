@@ -21,6 +21,6 @@ def test_quick_start_runs_and_prints_what_it_claims(capsys):
     code = re.search(r"## Quick start\n\n```python\n(.*?)```", README, re.S).group(1)
     exec(compile(code, "README-quick-start", "exec"), {})
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "<bos>X=ab:X+Rev(X+Sort(Left(Sort,X)))|"
-    assert out[1] == "Left.Sort|PrefixX.Sort|PrefixX.Rev"
-    assert out[2] == "ab;abab;abbaba<eos> 1.0 True"
+    assert out[0] == "<bos>X=dfea:Shift(Swap(Flip(X+X)))|"
+    assert out[1] == "CatX.Flip|Chain.Swap|Chain.Shift"
+    assert out[2] == "cabfcabf;acfbacfb;bdacbdac<eos> 1.0 True"
