@@ -1,0 +1,45 @@
+"""Agents for composition-gym: a transformer policy, behavior cloning, PPO wiring, plug-in agents
+and evaluation.
+
+``import agents`` makes the SB3 policy classes importable, so ``PPO.load`` / ``MaskablePPO.load``
+read saved models without ``custom_objects``.
+"""
+
+from agents.agent import Agent, ExpertAgent, LMAgent, RandomAgent, SB3Agent, TextAgent, trace_so_far
+from agents.bc import behavior_cloning
+from agents.callbacks import CompositionEvalCallback
+from agents.evaluation import EvalReport, evaluate, suite_env_ids
+from agents.policy import (
+    MaskableTransformerPolicy,
+    TransformerActorCriticPolicy,
+    TransformerExtractor,
+    lm_from_policy,
+    load_lm_into_policy,
+)
+from agents.ppo import bc_then_ppo, load_model, train_ppo
+from agents.transformer import TransformerConfig, TransformerLM
+
+__all__ = [
+    "Agent",
+    "CompositionEvalCallback",
+    "EvalReport",
+    "ExpertAgent",
+    "LMAgent",
+    "MaskableTransformerPolicy",
+    "RandomAgent",
+    "SB3Agent",
+    "TextAgent",
+    "TransformerActorCriticPolicy",
+    "TransformerConfig",
+    "TransformerExtractor",
+    "TransformerLM",
+    "bc_then_ppo",
+    "behavior_cloning",
+    "evaluate",
+    "lm_from_policy",
+    "load_lm_into_policy",
+    "load_model",
+    "suite_env_ids",
+    "trace_so_far",
+    "train_ppo",
+]

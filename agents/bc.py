@@ -1,0 +1,288 @@
+"""Behavior cloning of the transformer LM on expert traces, with optional DAgger rounds.
+
+Teacher forcing: each expert episode is one sequence ``prompt + trace``; one forward yields the
+next-token logits at every position, and the loss counts trace tokens only (the prompt is given,
+not generated).  DAgger rounds roll out the current LM greedily (grammar-masked, as it will be
+played), label every state it visited with the environment's expert, and add those trajectories
+with their expert labels to the data set: the same one-forward-per-sequence training, where the
+target at each position is the expert's token for that prefix instead of the next token.
+
+Logged to TensorBoard under ``bc/``: ``loss``, ``lr``, ``heldout_token_acc``, ``heldout_success``,
+``dagger_*``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+import composition_gym  # noqa: F401  (registers the env ids)
+from agents.agent import LMAgent
+from agents.evaluation import evaluate, rollout
+from agents.transformer import TransformerConfig, TransformerLM
+from composition_gym.tokens import PAD_ID
+
+IGNORE = -100  # cross_entropy's ignore_index: prompt positions and padding carry no loss
+
+#: The model shape BC uses by default (see :class:`TransformerConfig` for why).
+DEFAULT_CONFIG = TransformerConfig()
+HELDOUT_SEED_OFFSET = 1_000_003  # held-out episodes use seeds far from the training ones
+
+
+@dataclass
+class Sequences:
+    """Padded training sequences: ``inputs[i, t]`` predicts ``targets[i, t]`` (``IGNORE`` = no loss)."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    @staticmethod
+    def from_lists(inputs: Sequence[Sequence[int]], targets: Sequence[Sequence[int]]) -> Sequences:
+        """Right-pad lists of equal-length ``(inputs, targets)`` rows."""
+        n, width = len(inputs), max(len(x) for x in inputs)
+        x = torch.full((n, width), PAD_ID, dtype=torch.int64)
+        y = torch.full((n, width), IGNORE, dtype=torch.int64)
+        for i, (a, b) in enumerate(zip(inputs, targets)):
+            x[i, : len(a)] = torch.as_tensor(a)
+            y[i, : len(b)] = torch.as_tensor(b)
+        return Sequences(x, y)
+
+    def cat(self, other: Sequences) -> Sequences:
+        """Both data sets in one (padding the narrower)."""
+        w = max(self.inputs.shape[1], other.inputs.shape[1])
+
+        def pad(t: torch.Tensor, value: int) -> torch.Tensor:
+            return F.pad(t, (0, w - t.shape[1]), value=value)
+
+        return Sequences(torch.cat([pad(self.inputs, PAD_ID), pad(other.inputs, PAD_ID)]),
+                         torch.cat([pad(self.targets, IGNORE), pad(other.targets, IGNORE)]))
+
+
+def _env_ids(env_id: str | Sequence[str]) -> list[str]:
+    ids = [env_id] if isinstance(env_id, str) else list(env_id)
+    if not ids:
+        raise ValueError("behavior cloning needs at least one env id")
+    for i in ids:
+        if i not in gym.registry:
+            raise ValueError(f"unknown env id {i!r}; see composition_gym.list_envs()")
+    return ids
+
+
+def expert_sequences(env_ids: Sequence[str], episodes: int, seed: int) -> Sequences:
+    """Teacher-forcing data from ``episodes`` expert episodes, spread round-robin over ``env_ids``.
+
+    Episode ``i`` plays ``env_ids[i % n]`` reset with seed ``seed + i``; the expert is the env's
+    own :meth:`~composition_gym.env.CompositionEnv.expert_action`.
+    """
+    envs = [gym.make(e) for e in env_ids]
+    inputs, targets = [], []
+    for i in range(episodes):
+        env = envs[i % len(envs)]
+        obs, _ = env.reset(seed=seed + i)
+        prompt_len = int(np.count_nonzero(obs))
+        done = False
+        while not done:
+            obs, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
+            done = terminated or truncated
+        seq = obs[: int(np.count_nonzero(obs))].tolist()
+        # Position t predicts token t+1; only positions whose next token is part of the trace count.
+        tgt = [IGNORE] * (prompt_len - 1) + seq[prompt_len:]
+        inputs.append(seq[:-1])
+        targets.append(tgt)
+    for env in envs:
+        env.close()
+    return Sequences.from_lists(inputs, targets)
+
+
+def dagger_sequences(lm: TransformerLM, env_ids: Sequence[str], episodes: int, seed: int) -> tuple[Sequences, float]:
+    """Roll out ``lm`` greedily and label each visited state with the expert's token.
+
+    Returns the labelled trajectories and the rollouts' success rate.
+    """
+    inputs, targets, successes = [], [], []
+    per_env = [episodes // len(env_ids) + (k < episodes % len(env_ids)) for k in range(len(env_ids))]
+    agent = LMAgent(lm)
+    for env_id, n in zip(env_ids, per_env):
+        if n == 0:
+            continue
+        for ep in rollout(agent, env_id, [seed + i for i in range(n)], record_expert=True):
+            seq, labels = ep.tokens, ep.expert_labels
+            prompt_len = len(seq) - len(labels)
+            inputs.append(seq[:-1])
+            targets.append([IGNORE] * (prompt_len - 1) + labels)
+            successes.append(ep.success)
+    return Sequences.from_lists(inputs, targets), float(np.mean(successes)) if successes else 0.0
+
+
+@torch.no_grad()
+def token_accuracy(lm: TransformerLM, data: Sequences, batch_size: int = 256) -> tuple[float, float]:
+    """``(mean loss, accuracy)`` of greedy next-token prediction on the positions that carry a target."""
+    lm.eval()
+    correct = total = 0
+    loss_sum = 0.0
+    for start in range(0, len(data), batch_size):
+        x, y = _trimmed(data, torch.arange(start, min(start + batch_size, len(data))))
+        logits = lm(x)
+        keep = y != IGNORE
+        loss_sum += float(F.cross_entropy(logits[keep], y[keep], reduction="sum"))
+        correct += int((logits.argmax(-1)[keep] == y[keep]).sum())
+        total += int(keep.sum())
+    return loss_sum / max(total, 1), correct / max(total, 1)
+
+
+def _trimmed(data: Sequences, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = data.inputs[idx], data.targets[idx]
+    width = max(int((x != PAD_ID).sum(1).max()), 1)
+    return x[:, :width], y[:, :width]
+
+
+def _random_batches(n: int, batch_size: int, generator: torch.Generator):
+    """Endless mini-batches of indices: a fresh permutation each epoch (the last partial batch dropped).
+
+    Batches are *not* bucketed by length: grouping similar lengths saved ~20 % padding but groups
+    similar cascades too (length follows the routing), which slowed learning in our runs.
+    """
+    while True:
+        perm = torch.randperm(n, generator=generator)
+        for start in range(0, max(n - batch_size, 0) + 1, batch_size):
+            yield perm[start : start + batch_size]
+
+
+def _fit(lm: TransformerLM, data: Sequences, *, epochs: float, batch_size: int, lr: float, weight_decay: float,
+         generator: torch.Generator, writer, step0: int, desc: str, progress: bool) -> tuple[int, float]:
+    """AdamW with linear warm-up and cosine decay over ``epochs`` passes; returns (steps, last loss)."""
+    steps_per_epoch = max(1, math.ceil(len(data) / batch_size))
+    total = max(1, round(epochs * steps_per_epoch))
+    opt = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+    warmup = max(1, total // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))))
+    lm.train()
+    batches = _random_batches(len(data), batch_size, generator)
+    loss_val, ema = float("nan"), None
+    bar = tqdm(range(total), desc=desc, disable=not progress, leave=False, unit="step")
+    for s in bar:
+        x, y = _trimmed(data, next(batches))
+        logits = lm(x)
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        loss_val = loss.item()
+        ema = loss_val if ema is None else 0.95 * ema + 0.05 * loss_val
+        if s % 10 == 0 or s == total - 1:
+            bar.set_postfix(loss=f"{ema:.3f}")
+            if writer is not None:
+                writer.add_scalar("bc/loss", loss_val, step0 + s)
+                writer.add_scalar("bc/lr", sched.get_last_lr()[0], step0 + s)
+    bar.close()
+    lm.eval()
+    return total, loss_val
+
+
+def behavior_cloning(
+    env_id: str | Sequence[str],
+    episodes: int,
+    *,
+    config: TransformerConfig | None = None,
+    epochs: float = 20.0,
+    batch_size: int = 128,
+    lr: float = 3e-3,
+    weight_decay: float = 0.01,
+    seed: int = 0,
+    dagger_rounds: int = 0,
+    dagger_episodes: int | None = None,
+    eval_episodes: int = 200,
+    tensorboard_log: str | None = None,
+    progress: bool = True,
+    lm: TransformerLM | None = None,
+) -> tuple[TransformerLM, dict[str, float]]:
+    """Train a :class:`TransformerLM` to imitate the expert on ``env_id`` (one id or several).
+
+    Args:
+        env_id: registered id(s); episodes are spread round-robin over them.
+        episodes: number of expert episodes (training traces).
+        config: model shape (default :data:`DEFAULT_CONFIG`); ignored when ``lm`` is given.
+        epochs: passes over the data (fractions allowed); each DAgger round trains as many again
+            over the grown data set.
+        batch_size, lr, weight_decay: AdamW mini-batch training with warm-up and cosine decay.
+        seed: seeds the model init, data order and episode seeds (episode ``i`` resets with
+            ``seed + i``; held-out episodes with ``seed + 1_000_003 + i``).
+        dagger_rounds: DAgger rounds after the first fit (0 = plain BC).
+        dagger_episodes: rollouts per DAgger round (default ``episodes // 2``).
+        eval_episodes: held-out episodes for token accuracy and greedy success (0 skips them).
+        tensorboard_log: a run directory for TensorBoard scalars under ``bc/`` (``None``: none).
+        progress: show tqdm progress bars.
+        lm: continue training this model instead of a new one.
+
+    Returns:
+        ``(lm, stats)``; ``stats`` holds ``loss``, ``token_acc`` (held-out), ``heldout_success``,
+        ``train_tokens`` (trace tokens with a loss), ``seconds``.
+    """
+    ids = _env_ids(env_id)
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if batch_size < 1 or epochs <= 0 or lr <= 0:
+        raise ValueError(f"need batch_size >= 1, epochs > 0 and lr > 0; got {batch_size}, {epochs}, {lr}")
+    if dagger_rounds < 0:
+        raise ValueError(f"dagger_rounds must be >= 0, got {dagger_rounds}")
+    start = time.perf_counter()
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    if lm is None:
+        lm = TransformerLM(config or DEFAULT_CONFIG)
+    writer = None
+    if tensorboard_log is not None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=tensorboard_log)
+
+    data = expert_sequences(ids, episodes, seed)
+    heldout = expert_sequences(ids, min(eval_episodes, 500), seed + HELDOUT_SEED_OFFSET) if eval_episodes else None
+    steps, loss = _fit(lm, data, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                       generator=gen, writer=writer, step0=0, desc="BC", progress=progress)
+    stats: dict[str, float] = {"loss": loss}
+    for r in range(dagger_rounds):
+        n = dagger_episodes or max(1, episodes // 2)
+        extra, rollout_success = dagger_sequences(lm, ids, n, seed + 2 * HELDOUT_SEED_OFFSET + r * n)
+        data = data.cat(extra)
+        if writer is not None:
+            writer.add_scalar("bc/dagger_rollout_success", rollout_success, steps)
+            writer.add_scalar("bc/dagger_dataset", len(data), steps)
+        more, loss = _fit(lm, data, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+                          generator=gen, writer=writer, step0=steps, desc=f"DAgger {r + 1}/{dagger_rounds}",
+                          progress=progress)
+        steps += more
+        stats[f"dagger_{r + 1}_rollout_success"] = rollout_success
+    stats["loss"] = loss
+    stats["train_tokens"] = float((data.targets != IGNORE).sum())
+    if heldout is not None:
+        stats["heldout_loss"], stats["token_acc"] = token_accuracy(lm, heldout)
+        report = evaluate(LMAgent(lm), ids, episodes=max(1, eval_episodes // len(ids)),
+                          seed=seed + HELDOUT_SEED_OFFSET)
+        stats["heldout_success"] = report.success
+        if writer is not None:
+            writer.add_scalar("bc/heldout_token_acc", stats["token_acc"], steps)
+            writer.add_scalar("bc/heldout_success", stats["heldout_success"], steps)
+            for env, value in report.success_by_env.items():
+                writer.add_scalar(f"bc/heldout_success/{env.split('/')[-1]}", value, steps)
+    stats["seconds"] = time.perf_counter() - start
+    if writer is not None:
+        writer.close()
+    return lm, stats
+
+
+__all__ = ["DEFAULT_CONFIG", "Sequences", "behavior_cloning", "dagger_sequences", "expert_sequences", "token_accuracy"]

@@ -1,0 +1,63 @@
+"""Shared fixtures: one behavior-cloned model per test session, small random models, expert episodes."""
+
+from __future__ import annotations
+
+import time
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import composition_gym  # noqa: F401
+from agents import TransformerConfig, TransformerLM, behavior_cloning
+
+SFT_ENV = "composition_gym/Compose-L3-v0"
+DEPTH4_ENV = "composition_gym/OOD-Depth-L4-v0"
+
+#: The BC run the acceptance test times: sized to reach >= 90 % greedy success on SFT_ENV.
+BC_TEST = dict(episodes=20_000, epochs=25.6, batch_size=128, lr=3e-3, eval_episodes=400)
+
+
+@pytest.fixture(scope="package", autouse=True)
+def _one_torch_thread():
+    """One torch thread for these tests: the models are tiny, and on a shared machine a second
+    thread that competes for a busy core spin-waits and can make each op ten times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def bc_run():
+    """``(lm, stats, seconds)`` of one behavior-cloning run on the small profile (shared by tests)."""
+    torch.set_num_threads(1)  # see _one_torch_thread; a session fixture may be set up before it
+    t0 = time.perf_counter()
+    lm, stats = behavior_cloning(SFT_ENV, BC_TEST["episodes"], epochs=BC_TEST["epochs"],
+                                 batch_size=BC_TEST["batch_size"], lr=BC_TEST["lr"], seed=0,
+                                 eval_episodes=BC_TEST["eval_episodes"], progress=False)
+    return lm, stats, time.perf_counter() - t0
+
+
+@pytest.fixture
+def small_lm() -> TransformerLM:
+    """An untrained small model with non-trivial weights (random init, seeded)."""
+    torch.manual_seed(0)
+    lm = TransformerLM(TransformerConfig(d_model=32, n_heads=2, d_ff=64, n_layers=2, segment_dims=4))
+    with torch.no_grad():  # larger than the init scale, so logits differ visibly between positions
+        for p in lm.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return lm.eval()
+
+
+def expert_episode(env_id: str, seed: int) -> np.ndarray:
+    """Observations ``[steps, max_len]`` before each expert action of one episode."""
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=seed)
+    seen = []
+    while True:
+        seen.append(obs)
+        obs, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
+        if terminated or truncated:
+            return np.stack(seen)

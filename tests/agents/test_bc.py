@@ -1,0 +1,92 @@
+"""Behavior cloning: the acceptance run (>= 90 % greedy success), data, DAgger, TensorBoard."""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from agents import LMAgent, TransformerConfig, behavior_cloning, evaluate
+from agents.bc import IGNORE, dagger_sequences, expert_sequences, token_accuracy
+from composition_gym import tokens as T
+from tests.agents.conftest import SFT_ENV
+
+TINY = TransformerConfig(d_model=32, n_heads=2, d_ff=64, n_layers=2)
+
+
+def test_bc_reaches_90_percent_greedy_success_on_the_sft_id(bc_run):
+    lm, stats, seconds = bc_run
+    # Fresh problems (not the held-out seeds BC reported on), grammar-masked greedy decoding.
+    report = evaluate(LMAgent(lm), [SFT_ENV], episodes=300, seed=123_456)
+    print(f"\nBC: {seconds:.0f} s, stats {stats}, fresh greedy success {report.success:.1%}")
+    assert report.success >= 0.90
+    assert stats["heldout_success"] >= 0.90 and stats["token_acc"] > 0.97
+
+
+def test_expert_sequences_put_loss_on_trace_tokens_only():
+    data = expert_sequences([SFT_ENV], 5, seed=0)
+    env = gym.make(SFT_ENV)
+    for i in range(5):
+        _, info = env.reset(seed=i)
+        prompt = T.encode(info["prompt"])
+        trace = T.encode(";".join(env.unwrapped.problem.values)) + [T.EOS_ID]
+        x, y = data.inputs[i], data.targets[i]
+        n = len(prompt) + len(trace) - 1
+        assert x[:n].tolist() == (prompt + trace)[:-1] and (x[n:] == T.PAD_ID).all()
+        # Position t predicts token t+1; only the trace's tokens are targets.
+        assert (y[: len(prompt) - 1] == IGNORE).all()
+        assert y[len(prompt) - 1 : n].tolist() == trace
+        assert (y[n:] == IGNORE).all()
+
+
+def test_dagger_labels_visited_states_with_the_expert(small_lm):
+    data, success = dagger_sequences(small_lm, [SFT_ENV], 4, seed=0)
+    assert 0.0 <= success <= 1.0
+    expert_env = gym.make(SFT_ENV)
+    from composition_gym import ExpertPolicy
+
+    expert = ExpertPolicy.for_env(expert_env)
+    for x, y in zip(data.inputs, data.targets):
+        for t in np.flatnonzero((y != IGNORE).numpy()):
+            state = np.zeros(80, dtype=np.int64)
+            state[: t + 1] = x[: t + 1].numpy()
+            assert expert.act(state) == int(y[t])  # the label is the expert's token for that prefix
+
+
+def test_dagger_rounds_run_and_log(tmp_path):
+    lm, stats = behavior_cloning(SFT_ENV, 64, config=TINY, epochs=1, dagger_rounds=1, dagger_episodes=16,
+                                 eval_episodes=8, tensorboard_log=str(tmp_path), progress=False)
+    assert "dagger_1_rollout_success" in stats
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(glob.glob(os.path.join(tmp_path, "events.out.tfevents.*"))[0])
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"bc/loss", "bc/lr", "bc/heldout_token_acc", "bc/heldout_success", "bc/dagger_rollout_success"} <= tags
+
+
+def test_bc_is_reproducible_under_a_seed():
+    a, sa = behavior_cloning(SFT_ENV, 32, config=TINY, epochs=1, eval_episodes=4, progress=False, seed=3)
+    b, sb = behavior_cloning(SFT_ENV, 32, config=TINY, epochs=1, eval_episodes=4, progress=False, seed=3)
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.equal(p, q)
+    assert sa["loss"] == sb["loss"]
+
+
+def test_token_accuracy_of_an_untrained_model_is_low(small_lm):
+    data = expert_sequences([SFT_ENV], 4, seed=0)
+    loss, acc = token_accuracy(small_lm, data)
+    assert 0.0 <= acc < 0.5 and loss > 0  # an untrained model is far from the expert
+
+
+def test_bc_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="unknown env id"):
+        behavior_cloning("composition_gym/Nope-v0", 10, progress=False)
+    with pytest.raises(ValueError, match="episodes must be >= 1"):
+        behavior_cloning(SFT_ENV, 0, progress=False)
+    with pytest.raises(ValueError, match="dagger_rounds"):
+        behavior_cloning(SFT_ENV, 4, dagger_rounds=-1, progress=False)

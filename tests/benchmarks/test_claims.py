@@ -1,0 +1,97 @@
+"""Statistics, verdicts and rendering of the reproduction, on hand-made run records (no training)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from benchmarks import claims
+from benchmarks.report import figure, markdown
+
+
+def _runs(table: dict[str, list[dict[str, float]]]) -> list[dict]:
+    return [{"seed": seed, "condition": cond, "success": succ}
+            for cond, per_seed in table.items() for seed, succ in enumerate(per_seed)]
+
+
+ENVS = ("id", "rl_set", "ood_unseen", "ood_depth", "atomic")
+
+
+def _succ(*values: float) -> dict[str, float]:
+    return dict(zip(ENVS, values))
+
+
+RUNS = _runs({
+    "sft": [_succ(0.8, 0.5, 0.2, 0.05, 0.9), _succ(0.7, 0.5, 0.3, 0.04, 0.9), _succ(0.9, 0.6, 0.2, 0.06, 0.8)],
+    "rl_atomic": [_succ(0.8, 0.5, 0.2, 0.10, 1.0), _succ(0.7, 0.5, 0.3, 0.12, 1.0), _succ(0.9, 0.6, 0.2, 0.15, 1.0)],
+    "rl_compound": [_succ(0.9, 0.7, 0.6, 0.40, 0.9), _succ(0.8, 0.7, 0.7, 0.45, 0.9), _succ(0.95, 0.8, 0.6, 0.42, 0.8)],
+    "rl_disjoint": [_succ(0.9, 0.7, 0.6, 0.40, 0.9), _succ(0.8, 0.7, 0.7, 0.35, 0.9), _succ(0.95, 0.8, 0.5, 0.45, 0.8)],
+})
+
+
+def test_mean_se_matches_hand_computation():
+    stat = claims.mean_se([0.1, 0.2, 0.3])
+    assert stat["n"] == 3 and stat["mean"] == pytest.approx(0.2)
+    assert stat["se"] == pytest.approx(0.1 / math.sqrt(3))
+    assert claims.mean_se([0.5])["se"] is None
+    with pytest.raises(ValueError, match="at least one"):
+        claims.mean_se([])
+
+
+def test_duplicate_run_is_an_error():
+    with pytest.raises(ValueError, match="two runs"):
+        claims.summarize(RUNS + RUNS[:1])
+
+
+def test_verdicts_follow_paired_differences():
+    by_text = {(v["claim"], v["metric"], v["better"], v["worse"]): v for v in claims.verdicts(RUNS)}
+    # Claim 1: gain on unseen (0.4, 0.4, 0.4) minus gain on ID (0.1, 0.1, 0.05) > 0 with small spread.
+    gain = by_text[("claim1", "gain:ood_unseen-id", "rl_compound", "sft")]
+    assert gain["diff"]["mean"] == pytest.approx((0.3 + 0.3 + 0.35) / 3)
+    assert gain["verdict"] == "supported"
+    # Claim 2: compound beats atomic at L=4 on every seed.
+    assert by_text[("claim2", "ood_depth", "rl_compound", "rl_atomic")]["verdict"] == "supported"
+    # Claim 3: disjoint vs overlapping differ by (0, -0.1, +0.03) at L=4: no clear sign.
+    assert by_text[("claim3", "ood_depth", "rl_disjoint", "rl_compound")]["verdict"] == "inconclusive"
+
+
+def test_verdict_can_contradict():
+    flipped = [dict(r, condition={"rl_atomic": "rl_compound", "rl_compound": "rl_atomic"}.get(r["condition"],
+                                                                                             r["condition"]))
+               for r in RUNS]
+    v = next(v for v in claims.verdicts(flipped) if v["metric"] == "ood_depth" and v["worse"] == "rl_atomic")
+    assert v["verdict"] == "contradicted"
+
+
+def test_gains_are_paired_by_seed():
+    g = claims.gains(RUNS)
+    assert g["ood_depth"]["mean"] == pytest.approx((0.35 + 0.41 + 0.36) / 3)
+
+
+def test_env_id_and_bad_profile():
+    assert claims.env_id("OOD-Depth-L4", "paper") == "composition_gym/Paper-OOD-Depth-L4-v0"
+    with pytest.raises(ValueError, match="unknown profile"):
+        claims.env_id("Compose-L3", "huge")
+
+
+def test_support_checks_small_profile_is_exhaustive():
+    checks = claims.support_checks("small")
+    assert checks["exhaustive"] and checks["sft_cascades_checked"] > 1000
+
+
+def test_markdown_and_figure_render(tmp_path):
+    doc = {
+        "meta": {"date": "2026-01-01T00:00:00+00:00", "commit": "abc1234", "dirty": False, "command": "compgym reproduce",
+                 "profile": "small", "budget_name": "default", "budget": {"eval_episodes": 10, "ppo_steps": 5},
+                 "seeds": [0, 1, 2], "workers": 1, "wall_time_s": 60.0},
+        "runs": RUNS, "summary": claims.summarize(RUNS), "gains": claims.gains(RUNS),
+        "verdicts": claims.verdicts(RUNS), "checks": {"ok": True},
+    }
+    json.dumps(doc)  # the document is JSON as it stands
+    text = markdown(doc)
+    assert "| SFT + RL atomic (L=1) | 12.3 ± 1.5 |" in text  # OOD L=4 column first in claim 2
+    assert "42.6" in text and "`abc1234`" in text and "compgym reproduce" in text
+    png = figure(doc, tmp_path / "f.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
