@@ -24,3 +24,11 @@ def test_quick_start_runs_and_prints_what_it_claims(capsys):
     assert out[0] == "<bos>X=dfea:Shift(Swap(Flip(X+X)))|"
     assert out[1] == "CatX.Flip|Chain.Swap|Chain.Shift"
     assert out[2] == "cabfcabf;acfbacfb;bdacbdac<eos> 1.0 True"
+
+
+def test_custom_agent_example_runs_and_solves_everything(capsys):
+    code = re.search(r"### Plug in your own agent\n.*?```python\n(.*?)```", README, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 12
+    exec(compile(code, "README-custom-agent", "exec"), {})
+    out = capsys.readouterr().out
+    assert "OOD-Depth-L4-v0" in out and "100.0%" in out
