@@ -241,6 +241,17 @@ def _format(rows: Iterable[tuple[str, ...]]) -> list[str]:
     return out
 
 
+def registered_ids(env_ids: str | Sequence[str]) -> list[str]:
+    """``env_ids`` as a non-empty list of registered ids (``ValueError`` naming any unknown one)."""
+    ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
+    if not ids:
+        raise ValueError("need at least one env id")
+    unknown = [i for i in ids if i not in gym.registry]
+    if unknown:
+        raise ValueError(f"unknown env id(s) {unknown}; see composition_gym.list_envs()")
+    return ids
+
+
 def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int = 0, *,
              batch_size: int = 64) -> EvalReport:
     """Play ``episodes`` episodes of each env id and summarise success.
@@ -256,12 +267,7 @@ def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int 
         ValueError: on an unknown env id, ``episodes < 1``, or an agent whose observation space
             does not match the env's.
     """
-    ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
-    if not ids:
-        raise ValueError("evaluate needs at least one env id")
-    unknown = [i for i in ids if i not in gym.registry]
-    if unknown:
-        raise ValueError(f"unknown env id(s) {unknown}; see composition_gym.list_envs()")
+    ids = registered_ids(env_ids)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     agent = as_agent(agent)
@@ -272,4 +278,4 @@ def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int 
     return EvalReport(records, ids, seed, episodes, time.perf_counter() - t0)
 
 
-__all__ = ["Episode", "EvalReport", "SUITES", "evaluate", "rollout", "suite_env_ids"]
+__all__ = ["Episode", "EvalReport", "SUITES", "evaluate", "registered_ids", "rollout", "suite_env_ids"]

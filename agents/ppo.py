@@ -35,6 +35,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import composition_gym  # noqa: F401  (registers the env ids)
 from agents.bc import behavior_cloning
 from agents.callbacks import CompositionEvalCallback
+from agents.evaluation import registered_ids
 from agents.policy import (
     MaskableTransformerPolicy,
     TransformerActorCriticPolicy,
@@ -56,19 +57,9 @@ RECURRENT_KWARGS: dict[str, Any] = dict(learning_rate=3e-4, n_steps=64, batch_si
                                         gae_lambda=0.95, clip_range=0.2, ent_coef=0.01)
 
 
-def _env_ids(env_id: str | Sequence[str]) -> list[str]:
-    ids = [env_id] if isinstance(env_id, str) else list(env_id)
-    if not ids:
-        raise ValueError("need at least one env id")
-    unknown = [i for i in ids if i not in gym.registry]
-    if unknown:
-        raise ValueError(f"unknown env id(s) {unknown}; see composition_gym.list_envs()")
-    return ids
-
-
 def make_vec_env(env_id: str | Sequence[str], n_envs: int, seed: int) -> DummyVecEnv:
     """``n_envs`` Monitor-wrapped envs in a ``DummyVecEnv``, ids assigned round-robin, seeded."""
-    ids = _env_ids(env_id)
+    ids = registered_ids(env_id)
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     venv = DummyVecEnv([lambda i=i: Monitor(gym.make(ids[i % len(ids)])) for i in range(n_envs)])
