@@ -168,29 +168,50 @@ def _metric(success: Mapping[str, float], base: Mapping[str, float], metric: str
     return success[metric]
 
 
-def verdicts(runs: Iterable[Mapping]) -> list[dict]:
+def _binomial_var(success: Mapping[str, float], base: Mapping[str, float], metric: str, episodes: int) -> float:
+    """Evaluation-sampling variance of one condition's ``metric`` (``episodes`` per env)."""
+    def var(p: float) -> float:
+        return p * (1.0 - p) / episodes
+
+    if metric.startswith("gain:"):
+        ood, seen = metric[5:].split("-")
+        return var(success[ood]) + var(base[ood]) + var(success[seen]) + var(base[seen])
+    return var(success[metric])
+
+
+def verdicts(runs: Iterable[Mapping], episodes: int | None = None) -> list[dict]:
     """Every :data:`COMPARISONS` row with its paired difference over seeds and a verdict.
 
     The difference is taken seed by seed (each seed's conditions share a BC start and the same
-    evaluation problems), then summarised as mean ± SE.  The verdict is ``"supported"`` when the
-    mean is more than :data:`VERDICT_SE` standard errors above zero, ``"contradicted"`` when as
-    far below, ``"inconclusive"`` otherwise (always, with a single seed).
+    evaluation problems), then summarised as mean ± SE.  With ``episodes`` (evaluation episodes
+    per env and run) the SE also counts the binomial error of those evaluations, treated as
+    independent (conservative: paired problems make it smaller), so that a difference of a single
+    episode repeated on every seed is not mistaken for an effect.  The verdict is ``"supported"``
+    when the mean is more than :data:`VERDICT_SE` standard errors above zero, ``"contradicted"``
+    when as far below, ``"inconclusive"`` otherwise (always, with a single seed).
     """
+    if episodes is not None and (not isinstance(episodes, int) or episodes < 1):
+        raise ValueError(f"episodes must be a positive integer or None, got {episodes!r}")
     table = success_table(runs)
     rows = []
     for comp in COMPARISONS:
         if not {comp.better, comp.worse, "sft"} <= set(table):
             continue
         seeds = sorted(set(table[comp.better]) & set(table[comp.worse]) & set(table["sft"]))
-        diffs = []
+        diffs, binom = [], []
+        gain = comp.metric.startswith("gain:")
         for seed in seeds:
-            base = table["sft"][seed]
-            better = _metric(table[comp.better][seed], base, comp.metric)
-            worse = 0.0 if comp.metric.startswith("gain:") else _metric(table[comp.worse][seed], base, comp.metric)
-            diffs.append(better - worse)
+            base, better, worse = table["sft"][seed], table[comp.better][seed], table[comp.worse][seed]
+            diffs.append(_metric(better, base, comp.metric) - (0.0 if gain else _metric(worse, base, comp.metric)))
+            if episodes is not None:
+                binom.append(_binomial_var(better, base, comp.metric, episodes)
+                             + (0.0 if gain else _binomial_var(worse, base, comp.metric, episodes)))
         if not diffs:
             continue
         stat = mean_se(diffs)
+        if stat["se"] is not None and binom:
+            stat["se_seeds"] = stat["se"]
+            stat["se"] = math.sqrt(stat["se"] ** 2 + sum(binom) / len(binom) / len(binom))
         if stat["se"] is None:
             verdict = "inconclusive"
         elif stat["mean"] > VERDICT_SE * stat["se"] and stat["mean"] > 0:

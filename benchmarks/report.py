@@ -2,7 +2,8 @@
 
 Both read the JSON document that :func:`benchmarks.reproduce.reproduce` writes (``meta``,
 ``runs``, ``summary``, ``verdicts``), so a saved result can be re-rendered without re-training:
-``python -m benchmarks.report benchmarks/results/reproduce.json``.
+``python -m benchmarks.report benchmarks/results/reproduce.json`` (which also recomputes the
+statistics from the runs).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from benchmarks import claims
 from benchmarks.claims import CLAIMS, CONDITIONS, EVAL_LABELS, PAPER_OOD_L4
 
 
@@ -21,6 +23,17 @@ def _pct(stat: Mapping | None) -> str:
         return "–"
     se = "n/a" if stat["se"] is None else f"{100 * stat['se']:.1f}"
     return f"{100 * stat['mean']:.1f} ± {se}"
+
+
+def _settings(meta: Mapping) -> list[str]:
+    """One line with the PPO and transformer settings the runs used (agents' defaults + budget)."""
+    defaults = meta.get("agents_defaults")
+    if not defaults:
+        return []
+    ppo = {**defaults["ppo_finetune_kwargs"], **meta["budget"].get("ppo_kwargs", {})}
+    model = defaults["transformer"]
+    return [f"- PPO (MaskablePPO): {', '.join(f'{k}={v}' for k, v in ppo.items())}; transformer: "
+            f"{model['n_layers']} layers, d_model={model['d_model']}"]
 
 
 def markdown(doc: Mapping) -> str:
@@ -35,6 +48,7 @@ def markdown(doc: Mapping) -> str:
         f"- command: `{meta['command']}`",
         f"- profile: `{meta['profile']}`, budget: `{meta['budget_name']}` "
         f"({', '.join(f'{k}={v}' for k, v in meta['budget'].items() if not isinstance(v, dict))})",
+        *_settings(meta),
         f"- seeds: {len(seeds)} ({', '.join(map(str, seeds))}); success in %, mean ± standard error over seeds; "
         f"{meta['budget']['eval_episodes']} evaluation episodes per environment and run",
         f"- wall time: {meta['wall_time_s'] / 60:.1f} min with {meta['workers']} worker process(es)",
@@ -62,7 +76,8 @@ def markdown(doc: Mapping) -> str:
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
     lines += ["## Verdicts", "",
-              "Paired over seeds (same BC start, same evaluation problems); a difference counts as "
+              "Paired over seeds (same BC start, same evaluation problems); the standard error combines the "
+              "spread over seeds and the binomial error of the evaluation episodes; a difference counts as "
               "*supported* / *contradicted* beyond ±2 standard errors, else *inconclusive*.", "",
               "| claim | comparison | difference (points) | verdict |", "|---|---|---|---|"]
     for v in doc["verdicts"]:
@@ -115,12 +130,21 @@ def figure(doc: Mapping, path: str | Path) -> Path:
     return path
 
 
+def recompute(doc: dict) -> dict:
+    """``doc`` with its summary, gains and verdicts recomputed from its runs (current statistics)."""
+    runs = doc["runs"]
+    episodes = doc["meta"]["budget"].get("eval_episodes")
+    return {**doc, "summary": claims.summarize(runs), "gains": claims.gains(runs),
+            "verdicts": claims.verdicts(runs, episodes)}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Re-render the markdown table and the figure from a saved results JSON."""
+    """Re-render the markdown table and the figure from a saved results JSON (statistics recomputed)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="reproduce.json written by benchmarks.reproduce")
     args = parser.parse_args(argv)
-    doc = json.loads(args.results.read_text())
+    doc = recompute(json.loads(args.results.read_text()))
+    args.results.write_text(json.dumps(doc, indent=1) + "\n")
     args.results.with_suffix(".md").write_text(markdown(doc))
     figure(doc, args.results.with_suffix(".png"))
     print(f"wrote {args.results.with_suffix('.md')} and {args.results.with_suffix('.png')}")

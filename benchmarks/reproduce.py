@@ -19,6 +19,7 @@ TensorBoard logs of every run under ``--runs-dir``.  The claims themselves are d
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import multiprocessing
@@ -44,20 +45,20 @@ class Budget:
 
     Attributes:
         bc_episodes: expert episodes behavior cloning trains on (the SFT data set).
-        bc_epochs: passes over them.  Deliberately small on the small profile, so that SFT
-            alone does not already solve the OOD sets and RL has room to move them.
-        ppo_steps: environment steps of PPO per RL condition (equal for every condition).
+        bc_epochs: passes over them (fractions allowed).
+        ppo_steps: environment steps (tokens) of PPO per RL condition, equal for every condition.
         eval_episodes: evaluation episodes per environment and run.
         n_envs: parallel environments PPO collects with.
         train_eval_freq: steps between ID/OOD evaluations during PPO (TensorBoard curves);
             ``0`` disables them.
         train_eval_episodes: episodes per environment of those evaluations.
-        bc_kwargs: further keyword arguments of :func:`agents.behavior_cloning`.
-        ppo_kwargs: further keyword arguments of :func:`agents.train_ppo` (PPO hyper-parameters).
+        bc_kwargs: further keyword arguments of :func:`agents.behavior_cloning` (``config``, ``lr``…).
+        ppo_kwargs: further keyword arguments of :func:`agents.train_ppo` (PPO hyper-parameters;
+            unset ones are the agents' fine-tuning defaults, recorded in the results).
     """
 
     bc_episodes: int
-    bc_epochs: int
+    bc_epochs: float
     ppo_steps: int
     eval_episodes: int
     n_envs: int = 8
@@ -68,30 +69,35 @@ class Budget:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first impossible field."""
-        for name in ("bc_episodes", "bc_epochs", "ppo_steps", "eval_episodes", "n_envs"):
+        for name in ("bc_episodes", "ppo_steps", "eval_episodes", "n_envs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"budget.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.bc_epochs, (int, float)) or isinstance(self.bc_epochs, bool) or self.bc_epochs <= 0:
+            raise ValueError(f"budget.bc_epochs must be a positive number, got {self.bc_epochs!r}")
         for name in ("train_eval_freq", "train_eval_episodes"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"budget.{name} must be a non-negative integer, got {value!r}")
 
 
-#: Budgets by profile and name.  ``small/default`` is tuned to fit the whole suite (3 seeds) in
-#: 30 minutes on 2 CPU cores; ``paper/default`` is a starting point for bigger hardware.
+_TINY = Budget(bc_episodes=64, bc_epochs=1, ppo_steps=256, eval_episodes=8, n_envs=4,
+               bc_kwargs={"eval_episodes": 0}, ppo_kwargs={"n_steps": 32, "batch_size": 64, "n_epochs": 1})
+#: Budgets by profile and name.  ``small/default`` fits the whole suite (3 seeds, 2 workers) in
+#: about 19 of the allowed 30 minutes on 2 CPU cores: BC gets 2000 gradient steps (two thirds of
+#: the agents' demo; 75-90 % ID success, OOD depth never above 6 %), every RL condition 80k tokens
+#: (about 4700 compound or 16000 atomic episodes).  ``paper/default`` is a starting point for
+#: bigger hardware, not a tuned budget.
 BUDGETS: dict[str, dict[str, Budget]] = {
     "small": {
-        "tiny": Budget(bc_episodes=64, bc_epochs=1, ppo_steps=256, eval_episodes=8, n_envs=4,
-                       bc_kwargs={"eval_episodes": 0}, ppo_kwargs={"n_steps": 32, "batch_size": 64, "n_epochs": 1}),
-        "default": Budget(bc_episodes=2000, bc_epochs=3, ppo_steps=20_000, eval_episodes=200, n_envs=8,
-                          train_eval_freq=5_000, train_eval_episodes=32),
+        "tiny": _TINY,
+        "default": Budget(bc_episodes=20_000, bc_epochs=12.8, ppo_steps=80_000, eval_episodes=200, n_envs=8,
+                          train_eval_freq=20_000, train_eval_episodes=32, bc_kwargs={"eval_episodes": 100}),
     },
     "paper": {
-        "tiny": Budget(bc_episodes=64, bc_epochs=1, ppo_steps=256, eval_episodes=8, n_envs=4,
-                       bc_kwargs={"eval_episodes": 0}, ppo_kwargs={"n_steps": 32, "batch_size": 64, "n_epochs": 1}),
-        "default": Budget(bc_episodes=50_000, bc_epochs=5, ppo_steps=500_000, eval_episodes=500, n_envs=16,
-                          train_eval_freq=50_000, train_eval_episodes=100),
+        "tiny": _TINY,
+        "default": Budget(bc_episodes=100_000, bc_epochs=20, ppo_steps=1_000_000, eval_episodes=500, n_envs=16,
+                          train_eval_freq=100_000, train_eval_episodes=100),
     },
 }
 EVAL_SEED_OFFSET = 100_000  # evaluation problems never coincide with a training seed's
@@ -154,7 +160,8 @@ def rl_job(profile: str, budget: Budget, seed: int, condition: str, lm: Any, run
         extra = {"eval_env_ids": _train_eval_ids(profile), "eval_freq": budget.train_eval_freq,
                  "eval_episodes": budget.train_eval_episodes}
     t0 = time.perf_counter()
-    model = train_ppo(env_id(cond.rl_env, profile), lm, budget.ppo_steps, seed=seed, n_envs=budget.n_envs,
+    # A copy: in-process (workers=1) every condition of a seed receives the same BC object.
+    model = train_ppo(env_id(cond.rl_env, profile), copy.deepcopy(lm), budget.ppo_steps, seed=seed, n_envs=budget.n_envs,
                       run_dir=str(run_dir), progress=False, **extra, **budget.ppo_kwargs)
     train_s = time.perf_counter() - t0
     success, report = _evaluate(model, profile, budget, seed, run_dir)
@@ -190,11 +197,16 @@ class _InlineExecutor:
     """Runs each submitted job at once in this process (``workers=1``), with the Executor API."""
 
     def submit(self, fn: Callable, *args: Any) -> Future:
+        import torch
+
         fut: Future = Future()
+        threads = torch.get_num_threads()  # jobs set one thread; the caller's setting comes back
         try:
             fut.set_result(fn(*args))
         except BaseException as exc:  # re-raised by fut.result() in the caller
             fut.set_exception(exc)
+        finally:
+            torch.set_num_threads(threads)
         return fut
 
     def shutdown(self, cancel_futures: bool = False) -> None:
@@ -205,7 +217,7 @@ class _InlineExecutor:
 def _git(*args: str) -> str:
     try:
         out = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
+                             cwd=Path(__file__).resolve().parents[1])
         return out.stdout.strip() if out.returncode == 0 else ""
     except (OSError, subprocess.SubprocessError):
         return ""
@@ -298,11 +310,14 @@ def reproduce(
         "meta": {
             "date": started.isoformat(timespec="seconds"),
             "commit": _git("rev-parse", "HEAD") or "unknown",
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            # Uncommitted or untracked code (not results) means the commit alone does not reproduce it.
+            "dirty": bool(_git("status", "--porcelain", "--", "composition_gym", "agents", "benchmarks",
+                               ":!benchmarks/results")),
             "command": command or " ".join([Path(sys.argv[0]).name, *map(shlex.quote, sys.argv[1:])]),
             "profile": profile,
             "budget_name": budget_name,
             "budget": dataclasses.asdict(budget),
+            "agents_defaults": _agents_defaults(),
             "seeds": list(range(seeds)),
             "workers": workers,
             "runs_dir": str(runs_dir),
@@ -314,20 +329,28 @@ def reproduce(
         "runs": records,
         "summary": claims.summarize(records),
         "gains": claims.gains(records),
-        "verdicts": claims.verdicts(records),
+        "verdicts": claims.verdicts(records, budget.eval_episodes),
     }
     write_outputs(doc, out)
     return doc
 
 
+def _agents_defaults() -> dict[str, Any]:
+    """The agents' settings a run used where the budget left them unset (they may change over time)."""
+    from agents.bc import DEFAULT_CONFIG
+    from agents.ppo import FINETUNE_KWARGS
+
+    return {"transformer": DEFAULT_CONFIG.to_dict(), "ppo_finetune_kwargs": dict(FINETUNE_KWARGS)}
+
+
 class _Display:
-    """A rich progress bar over jobs, and one log line per finished job (also without a terminal)."""
+    """A rich progress bar over jobs (when ``enabled``), and one log line per finished job (always)."""
 
     def __init__(self, enabled: bool, total: int):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.console = Console(stderr=True, quiet=not enabled)
+        self.console = Console(stderr=True)
         self.progress = Progress(TextColumn("[bold]reproduce[/]"), BarColumn(), MofNCompleteColumn(),
                                  TimeElapsedColumn(), TextColumn("{task.description}"),
                                  console=self.console, disable=not enabled)
@@ -349,8 +372,10 @@ class _Display:
     def finished(self, name: str, record: dict) -> None:
         """A job finished: log its successes and advance the bar."""
         self.active.remove(name)
-        scores = "  ".join(f"{k}={100 * v:.0f}%" for k, v in record["success"].items())
-        self.progress.console.log(f"{name} done in {record['train_time_s'] + record['eval_time_s']:.0f}s: {scores}")
+        scores = " ".join(f"{k}={100 * v:.0f}%" for k, v in record["success"].items())
+        seconds = record["train_time_s"] + record["eval_time_s"]
+        self.progress.console.print(f"{time.strftime('%H:%M:%S')} {name} done in {seconds:.0f}s: {scores}",
+                                    soft_wrap=True, highlight=False)
         self.progress.advance(self.task)
         self._describe()
 
@@ -396,7 +421,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
                         help="subset of conditions to run (sft always runs: it is every RL run's start)")
     parser.add_argument("--bc-episodes", type=int, help="override the budget's BC episodes")
-    parser.add_argument("--bc-epochs", type=int, help="override the budget's BC epochs")
+    parser.add_argument("--bc-epochs", type=float, help="override the budget's BC epochs")
     parser.add_argument("--ppo-steps", type=int, help="override the budget's PPO steps per RL condition")
     parser.add_argument("--eval-episodes", type=int, help="override the budget's evaluation episodes per env")
     parser.add_argument("--no-progress", action="store_true", help="no live progress display")

@@ -95,3 +95,31 @@ def test_markdown_and_figure_render(tmp_path):
     assert "42.6" in text and "`abc1234`" in text and "compgym reproduce" in text
     png = figure(doc, tmp_path / "f.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_evaluation_noise_keeps_a_one_episode_difference_inconclusive():
+    # +1 episode in 200 on every seed: zero spread over seeds, but far inside evaluation noise.
+    runs = _runs({"sft": [_succ(0.8, 0.8, 0.7, 0.020, 0.2)] * 3,
+                  "rl_atomic": [_succ(0.8, 0.8, 0.7, 0.025, 0.3)] * 3})
+    row = next(v for v in claims.verdicts(runs, episodes=200) if v["better"] == "rl_atomic")
+    assert row["diff"]["mean"] == pytest.approx(0.005) and row["verdict"] == "inconclusive"
+    assert row["diff"]["se"] > row["diff"]["se_seeds"] == 0.0
+    assert next(v for v in claims.verdicts(runs) if v["better"] == "rl_atomic")["verdict"] == "supported"
+    with pytest.raises(ValueError, match="episodes"):
+        claims.verdicts(runs, episodes=0)
+
+
+def test_report_main_recomputes_and_renders(tmp_path):
+    from benchmarks.report import main
+
+    doc = {"meta": {"date": "2026-01-01T00:00:00+00:00", "commit": "abc", "command": "c", "profile": "small",
+                    "budget_name": "default", "budget": {"eval_episodes": 200}, "seeds": [0, 1, 2], "workers": 2,
+                    "wall_time_s": 1.0},
+           "runs": RUNS, "summary": {}, "gains": {}, "verdicts": []}
+    path = tmp_path / "reproduce.json"
+    path.write_text(json.dumps(doc))
+    assert main([str(path)]) == 0
+    again = json.loads(path.read_text())
+    assert again["verdicts"] and set(again["summary"]) == set(claims.CONDITIONS)
+    assert (tmp_path / "reproduce.md").read_text().startswith("# Reproducing")
+    assert (tmp_path / "reproduce.png").read_bytes()[:4] == b"\x89PNG"
