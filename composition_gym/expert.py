@@ -14,8 +14,8 @@ import numpy as np
 
 from composition_gym import tokens as T
 from composition_gym.cascade import parse_prompt
-from composition_gym.env import next_expert_token
-from composition_gym.grammar import TraceGrammar
+from composition_gym.env import expected_segments, next_expert_token
+from composition_gym.grammar import VALUE, TraceGrammar
 from composition_gym.profiles import Profile, get_profile
 
 
@@ -41,11 +41,7 @@ class ExpertPolicy:
 
     def _expected_segments(self, prompt: tuple[int, ...]):
         problem = parse_prompt(prompt, self.profile.alphabet)
-        steps = list(zip(problem.cascade.steps, problem.values))
-        if self.trace_format == "answer":
-            steps = steps[-1:]
-        expected = [((T.ROUTING_IDS[r], T.SKILL_IDS[s]), tuple(T.letter_ids(z))) for (r, s), z in steps]
-        return expected, problem.cascade.depth
+        return expected_segments(problem, self.trace_format), problem.cascade.depth
 
     def act(self, obs: np.ndarray, info: dict | None = None) -> int | np.ndarray:
         """The expert token for one observation, or an array of them for a batch."""
@@ -58,9 +54,9 @@ class ExpertPolicy:
         state = self.grammar.start()
         letters: list[int] = []
         for tok in ids[sep + 1 :]:
-            if state.phase == 3 and tok == T.STEP_ID:
+            if state.phase == VALUE and tok == T.STEP_ID:
                 letters = []
-            elif state.phase == 3:
+            elif state.phase == VALUE:
                 letters.append(tok)
             self.grammar.advance(state, tok)
         return next_expert_token(state, expected, letters, self.grammar, depth)
