@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test reproduce bench clean
+.PHONY: install demo test test-fast reproduce bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Everything not marked slow: under 2 minutes on 2 cores.
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not slow"
 
 reproduce: $(STAMP)
 	$(VENV)/bin/compgym reproduce

@@ -5,19 +5,19 @@ and evaluation.
 read saved models without ``custom_objects``.
 """
 
-from agents.agent import Agent, ExpertAgent, LMAgent, RandomAgent, SB3Agent, TextAgent, trace_so_far
-from agents.bc import behavior_cloning
-from agents.callbacks import CompositionEvalCallback
-from agents.evaluation import EvalReport, evaluate, suite_env_ids
-from agents.policy import (
+from composition_gym.agents.agent import Agent, ExpertAgent, LMAgent, RandomAgent, SB3Agent, TextAgent, trace_so_far
+from composition_gym.agents.bc import behavior_cloning
+from composition_gym.agents.callbacks import CompositionEvalCallback
+from composition_gym.agents.evaluation import EvalReport, evaluate, suite_env_ids
+from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
     TransformerActorCriticPolicy,
     TransformerExtractor,
     lm_from_policy,
     load_lm_into_policy,
 )
-from agents.ppo import bc_then_ppo, load_model, train_ppo
-from agents.transformer import TransformerConfig, TransformerLM
+from composition_gym.agents.ppo import bc_then_ppo, load_model, train_ppo
+from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 
 __all__ = [
     "Agent",

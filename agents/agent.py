@@ -1,7 +1,7 @@
 """The agent protocol and adapters: SB3 models, the transformer LM, the expert, random, text.
 
 An agent maps an observation (right-padded token ids) and the step's ``info`` (which always holds
-``action_mask``) to a token.  That is all :func:`agents.evaluation.evaluate` needs::
+``action_mask``) to a token.  That is all :func:`composition_gym.agents.evaluation.evaluate` needs::
 
     class FirstLegalToken:
         def act(self, obs, info):
@@ -23,7 +23,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from agents.transformer import TransformerLM
+from composition_gym.agents.transformer import TransformerLM
 from composition_gym import tokens as T
 from composition_gym.expert import ExpertPolicy
 

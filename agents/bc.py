@@ -25,9 +25,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 import composition_gym  # noqa: F401  (registers the env ids)
-from agents.agent import LMAgent
-from agents.evaluation import evaluate, rollout
-from agents.transformer import TransformerConfig, TransformerLM
+from composition_gym.agents.agent import LMAgent
+from composition_gym.agents.evaluation import evaluate, rollout
+from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 from composition_gym.tokens import PAD_ID
 
 IGNORE = -100  # cross_entropy's ignore_index: prompt positions and padding carry no loss

@@ -17,7 +17,7 @@ from typing import Any
 
 from stable_baselines3.common.callbacks import BaseCallback
 
-from agents.evaluation import EvalReport, evaluate
+from composition_gym.agents.evaluation import EvalReport, evaluate
 
 
 def short_env_name(env_id: str) -> str:

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 
-from agents.bc import DEFAULT_CONFIG, behavior_cloning
-from agents.evaluation import SUITES, EvalReport, evaluate, suite_env_ids
-from agents.ppo import ALGOS, bc_then_ppo, load_model, next_run_dir, train_ppo
-from agents.transformer import TransformerLM
+from composition_gym.agents.bc import DEFAULT_CONFIG, behavior_cloning
+from composition_gym.agents.evaluation import SUITES, EvalReport, evaluate, suite_env_ids
+from composition_gym.agents.ppo import ALGOS, bc_then_ppo, load_model, next_run_dir, train_ppo
+from composition_gym.agents.transformer import TransformerLM
 
 
 def resolve_id(env_id: str) -> str:
@@ -42,7 +42,7 @@ def set_threads(n: int | None) -> int:
 
 
 def load_agent_file(path: str) -> Any:
-    """An SB3 ``.zip`` (via :func:`~agents.ppo.load_model`) or a :class:`TransformerLM` checkpoint."""
+    """An SB3 ``.zip`` (via :func:`~composition_gym.agents.ppo.load_model`) or a :class:`TransformerLM` checkpoint."""
     if path.endswith(".zip"):
         return load_model(path)
     return TransformerLM.load(path)

@@ -23,7 +23,7 @@ import gymnasium as gym
 import numpy as np
 
 import composition_gym  # noqa: F401  (registers the env ids)
-from agents.agent import as_agent
+from composition_gym.agents.agent import as_agent
 from composition_gym.registration import list_envs
 
 SUITES = ("id", "ood", "all")
@@ -79,7 +79,7 @@ def rollout(agent: Any, env_id: str, seeds: Sequence[int], *, batch_size: int = 
     """Play one episode per seed of ``env_id`` (episode ``k`` reset with ``seeds[k]``), in order.
 
     Args:
-        agent: an agent (see :mod:`agents.agent`), SB3 model or :class:`TransformerLM`.
+        agent: an agent (see :mod:`composition_gym.agents.agent`), SB3 model or :class:`TransformerLM`.
         batch_size: episodes played in lockstep when the agent has ``act_batch``.
         record_expert: also record the env expert's token at every visited state (for DAgger).
     """

@@ -27,7 +27,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtractor
 from stable_baselines3.common.type_aliases import Schedule
 
-from agents.transformer import TransformerBody, TransformerConfig, TransformerLM, load_state_checked
+from composition_gym.agents.transformer import TransformerBody, TransformerConfig, TransformerLM, load_state_checked
 
 DEFAULT_VF_ARCH = (64,)
 

@@ -33,16 +33,16 @@ from stable_baselines3.common.save_util import load_from_zip_file
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import composition_gym  # noqa: F401  (registers the env ids)
-from agents.bc import behavior_cloning
-from agents.callbacks import CompositionEvalCallback
-from agents.evaluation import registered_ids
-from agents.policy import (
+from composition_gym.agents.bc import behavior_cloning
+from composition_gym.agents.callbacks import CompositionEvalCallback
+from composition_gym.agents.evaluation import registered_ids
+from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
     TransformerActorCriticPolicy,
     load_lm_into_policy,
     transformer_policy_kwargs,
 )
-from agents.transformer import TransformerConfig, TransformerLM
+from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 
 ALGOS = ("ppo", "maskable_ppo", "recurrent_ppo")
 
@@ -172,7 +172,7 @@ def bc_then_ppo(
         algo: ``"ppo"`` or ``"maskable_ppo"``.
         rl_env_id: id(s) for the PPO phase, e.g. the RL composition set ``Compose-RL-L3``
             (the paper's protocol: RL on compositions beyond the SFT support).
-        bc_kwargs: extra :func:`~agents.bc.behavior_cloning` arguments (``config``, ``epochs``, …).
+        bc_kwargs: extra :func:`~composition_gym.agents.bc.behavior_cloning` arguments (``config``, ``epochs``, …).
         eval_env_ids, ppo_kwargs: passed to :func:`train_ppo`.
 
     Returns:

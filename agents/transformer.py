@@ -1,11 +1,11 @@
 """A small causal transformer over the token vocabulary, with rotary positions.
 
-One set of weights serves three uses (see :mod:`agents.policy` for the SB3 side):
+One set of weights serves three uses (see :mod:`composition_gym.agents.policy` for the SB3 side):
 
 * a causal LM: ``TransformerLM(ids) -> logits`` at every position of a whole trace in one forward,
   which is what teacher-forced behavior cloning needs;
 * a features extractor: the hidden state at the last real token of an observation;
-* a plain agent: greedy decoding under the grammar mask (:class:`agents.agent.LMAgent`).
+* a plain agent: greedy decoding under the grammar mask (:class:`composition_gym.agents.agent.LMAgent`).
 
 Positions are *rotary* (RoPE): attention scores depend only on the distance between two tokens,
 never on their absolute index, so the OOD-depth environments (traces longer than any seen in
@@ -297,9 +297,9 @@ def _init_weights(module: nn.Module) -> None:
 class TransformerLM(nn.Module):
     """A causal language model over composition tokens: ids ``[B, T]`` -> logits ``[B, T, V]``.
 
-    ``body`` (embedding, blocks, final LayerNorm) is exactly what :class:`agents.policy.TransformerExtractor`
+    ``body`` (embedding, blocks, final LayerNorm) is exactly what :class:`composition_gym.agents.policy.TransformerExtractor`
     holds and ``head`` is the policy's action head, so weights move between the two unchanged
-    (:func:`agents.policy.load_lm_into_policy`, :func:`agents.policy.lm_from_policy`).
+    (:func:`composition_gym.agents.policy.load_lm_into_policy`, :func:`composition_gym.agents.policy.lm_from_policy`).
 
     Args:
         config: the model's shape; the default is sized for the small profile on CPU.

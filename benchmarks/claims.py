@@ -6,7 +6,7 @@ covering every module followed by RL on compositions *beyond* the SFT support be
 support itself.  Every claim is a comparison between *conditions* (how the agent was trained)
 measured on *evaluation environments*; this module names both, summarises per-seed results
 (mean ± standard error), turns paired differences into a verdict, and checks claim 3's premise on
-the registered supports (:func:`support_checks`).  It knows nothing about training: :mod:`benchmarks.reproduce` produces the runs, :mod:`benchmarks.report` renders them.
+the registered supports (:func:`support_checks`).  It knows nothing about training: :mod:`composition_gym.benchmarks.reproduce` produces the runs, :mod:`composition_gym.benchmarks.report` renders them.
 """
 
 from __future__ import annotations

@@ -11,21 +11,21 @@ import argparse
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     # Imported here so that `compgym list` does not pay for the benchmark modules.
-    from benchmarks.reproduce import run_from_args
+    from composition_gym.benchmarks.reproduce import run_from_args
 
     return run_from_args(args)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from benchmarks.throughput import run_from_args
+    from composition_gym.benchmarks.throughput import run_from_args
 
     return run_from_args(args)
 
 
 def register(subparsers) -> None:
     """Add the benchmark subcommands (``bench``, ``reproduce``) to ``compgym``'s subparsers."""
-    from benchmarks.reproduce import add_arguments
-    from benchmarks.throughput import add_arguments as add_bench_arguments
+    from composition_gym.benchmarks.reproduce import add_arguments
+    from composition_gym.benchmarks.throughput import add_arguments as add_bench_arguments
 
     p = subparsers.add_parser("bench", help="throughput: env vs CartPole, vector env, PPO and BC, peak memory",
                               description="measures steps/s and tokens/s as ratios against references run side "

@@ -1,6 +1,6 @@
 """Reproduce the paper's three claims: BC on the SFT set, then PPO under several conditions.
 
-One command (``compgym reproduce``, ``make reproduce`` or ``python -m benchmarks.reproduce``) runs,
+One command (``compgym reproduce``, ``make reproduce`` or ``python -m composition_gym.benchmarks.reproduce``) runs,
 for every seed:
 
 1. behavior cloning of the transformer LM on the SFT composition set (``Compose-L3``); this
@@ -13,7 +13,7 @@ for every seed:
 It writes ``reproduce.json`` (every run, the summary, the verdicts, date/commit/command),
 ``reproduce.md`` (ours beside the paper's numbers) and ``reproduce.png`` to ``--out``, and
 TensorBoard logs of every run under ``--runs-dir``.  The claims themselves are data in
-:mod:`benchmarks.claims`; rendering lives in :mod:`benchmarks.report`.
+:mod:`composition_gym.benchmarks.claims`; rendering lives in :mod:`composition_gym.benchmarks.report`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from benchmarks import claims
-from benchmarks.claims import CONDITIONS, EVAL_ENVS, SFT_ENV, env_id
+from composition_gym.benchmarks import claims
+from composition_gym.benchmarks.claims import CONDITIONS, EVAL_ENVS, SFT_ENV, env_id
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,8 @@ class Budget:
         train_eval_freq: steps between ID/OOD evaluations during PPO (TensorBoard curves);
             ``0`` disables them.
         train_eval_episodes: episodes per environment of those evaluations.
-        bc_kwargs: further keyword arguments of :func:`agents.behavior_cloning` (``config``, ``lr``…).
-        ppo_kwargs: further keyword arguments of :func:`agents.train_ppo` (PPO hyper-parameters;
+        bc_kwargs: further keyword arguments of :func:`composition_gym.agents.behavior_cloning` (``config``, ``lr``…).
+        ppo_kwargs: further keyword arguments of :func:`composition_gym.agents.train_ppo` (PPO hyper-parameters;
             unset ones are the agents' fine-tuning defaults, recorded in the results).
     """
 
@@ -113,7 +113,7 @@ def _evaluate(agent: Any, profile: str, budget: Budget, seed: int, run_dir: Path
     """Success per eval key and the full report; also logged as TensorBoard scalars."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from agents import evaluate
+    from composition_gym.agents import evaluate
 
     ids = _eval_ids(profile)
     report = evaluate(agent, list(ids.values()), budget.eval_episodes, seed=EVAL_SEED_OFFSET + seed)
@@ -134,7 +134,7 @@ def _train_eval_ids(profile: str) -> dict[str, list[str]]:
 
 def bc_job(profile: str, budget: Budget, seed: int, runs_dir: str) -> dict[str, Any]:
     """Behavior cloning on the SFT set for ``seed``, evaluated: the ``sft`` run and the BC start."""
-    from agents import behavior_cloning
+    from composition_gym.agents import behavior_cloning
 
     _single_thread()
     run_dir = Path(runs_dir) / f"seed{seed}" / "sft"
@@ -150,7 +150,7 @@ def bc_job(profile: str, budget: Budget, seed: int, runs_dir: str) -> dict[str, 
 
 def rl_job(profile: str, budget: Budget, seed: int, condition: str, lm: Any, runs_dir: str) -> dict[str, Any]:
     """PPO from the BC checkpoint ``lm`` under ``condition`` for ``seed``, evaluated."""
-    from agents import train_ppo
+    from composition_gym.agents import train_ppo
 
     _single_thread()
     cond = CONDITIONS[condition]
@@ -245,7 +245,7 @@ def reproduce(
         out: directory of the JSON, markdown and PNG.
         runs_dir: root of the TensorBoard logs: ``<runs_dir>/<profile>-<budget>-<time>/seed<k>/<condition>``.
         workers: processes running jobs side by side (one torch thread each); 1 runs in-process.
-        conditions: which of :data:`~benchmarks.claims.CONDITIONS` to run (``sft`` always runs).
+        conditions: which of :data:`~composition_gym.benchmarks.claims.CONDITIONS` to run (``sft`` always runs).
         progress: show a live progress display (rich) on stderr.
         command: the command line recorded in the outputs (default: this process's ``argv``).
     """
@@ -337,8 +337,8 @@ def reproduce(
 
 def _agents_defaults() -> dict[str, Any]:
     """The agents' settings a run used where the budget left them unset (they may change over time)."""
-    from agents.bc import DEFAULT_CONFIG
-    from agents.ppo import FINETUNE_KWARGS
+    from composition_gym.agents.bc import DEFAULT_CONFIG
+    from composition_gym.agents.ppo import FINETUNE_KWARGS
 
     return {"transformer": DEFAULT_CONFIG.to_dict(), "ppo_finetune_kwargs": dict(FINETUNE_KWARGS)}
 
@@ -386,7 +386,7 @@ class _Display:
 
 def write_outputs(doc: dict[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``reproduce.json``, ``reproduce.md`` and ``reproduce.png`` into ``out``."""
-    from benchmarks.report import figure, markdown
+    from composition_gym.benchmarks.report import figure, markdown
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -408,7 +408,7 @@ def _jsonable(obj: Any) -> Any:
 
 # ---------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``compgym reproduce`` (also used by ``python -m benchmarks.reproduce``)."""
+    """The options of ``compgym reproduce`` (also used by ``python -m composition_gym.benchmarks.reproduce``)."""
     parser.add_argument("--profile", choices=sorted(BUDGETS), default="small",
                         help="environment profile: small (CPU) or paper (the Paper- ids, bigger hardware)")
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
@@ -441,8 +441,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.reproduce [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__.splitlines()[0])
+    """``python -m composition_gym.benchmarks.reproduce [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m composition_gym.benchmarks.reproduce", description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))
 

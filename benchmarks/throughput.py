@@ -1,6 +1,6 @@
 """Throughput of the environments and of training, as ratios against references measured in one run.
 
-``compgym bench`` (or ``python -m benchmarks.throughput``) measures, each part in a fresh
+``compgym bench`` (or ``python -m composition_gym.benchmarks.throughput``) measures, each part in a fresh
 subprocess so that peak memory is its own:
 
 a. **env step**: steps/s of ``Compose-L3-v0`` under ``gym.make`` against Gymnasium's
@@ -11,10 +11,10 @@ a. **env step**: steps/s of ``Compose-L3-v0`` under ``gym.make`` against Gymnasi
 b. **vector env**: :class:`~composition_gym.vector.CompositionVectorEnv` against
    ``SyncVectorEnv`` over the single env, ``N = 256``, same process, random valid actions;
 c. **PPO training**: SB3 ``PPO`` env steps/s with the transformer policy of
-   :mod:`agents.policy`, against ``MlpPolicy`` and against a *naive* extractor with the same
+   :mod:`composition_gym.agents.policy`, against ``MlpPolicy`` and against a *naive* extractor with the same
    weights (full padded width, every position through every layer);
 d. **behavior cloning**: trace tokens/s of teacher-forced training, batches trimmed to their
-   longest sequence (as :mod:`agents.bc` does) against padded to the observation length;
+   longest sequence (as :mod:`composition_gym.agents.bc` does) against padded to the observation length;
 e. **peak memory** of each: traced Python/numpy allocations (``tracemalloc``) for the
    environments, growth of the process's peak RSS for the torch parts.
 
@@ -197,8 +197,8 @@ def _naive_extractor_class():
     """The transformer extractor without its optimisations: the "before" of part c."""
     import torch
 
-    from agents.policy import TransformerExtractor
-    from agents.transformer import real_lengths
+    from composition_gym.agents.policy import TransformerExtractor
+    from composition_gym.agents.transformer import real_lengths
 
     class NaiveTransformerExtractor(TransformerExtractor):
         """Same weights; attends over the full padded width and runs every position through every layer."""
@@ -228,8 +228,8 @@ def bench_ppo(policy: str, quick: bool) -> dict[str, Any]:
     if policy == "mlp":
         model = PPO("MlpPolicy", vec_env, **kwargs)
     elif policy in ("transformer", "naive"):
-        from agents.policy import TransformerActorCriticPolicy, transformer_policy_kwargs
-        from agents.transformer import TransformerConfig
+        from composition_gym.agents.policy import TransformerActorCriticPolicy, transformer_policy_kwargs
+        from composition_gym.agents.transformer import TransformerConfig
 
         policy_kwargs = transformer_policy_kwargs(TransformerConfig(**BENCH_TRANSFORMER))
         if policy == "naive":
@@ -255,8 +255,8 @@ def bench_bc(trim: bool, quick: bool) -> dict[str, Any]:
     import torch
     import torch.nn.functional as F
 
-    from agents.bc import IGNORE, expert_sequences
-    from agents.transformer import TransformerConfig, TransformerLM
+    from composition_gym.agents.bc import IGNORE, expert_sequences
+    from composition_gym.agents.transformer import TransformerConfig, TransformerLM
     from composition_gym.tokens import PAD_ID
 
     size = _sizes(quick)
@@ -306,7 +306,7 @@ PARTS = {"env": ("env",), "vector": ("vector",), "ppo": ("ppo_mlp", "ppo_transfo
 
 def _run_worker(name: str, quick: bool) -> dict[str, Any]:
     """Run one worker in a fresh interpreter; its last stdout line is its JSON result."""
-    cmd = [sys.executable, "-m", "benchmarks.throughput", "--worker", name] + (["--quick"] if quick else [])
+    cmd = [sys.executable, "-m", "composition_gym.benchmarks.throughput", "--worker", name] + (["--quick"] if quick else [])
     # The worker imports this package from where this file is, installed or not.
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
@@ -450,7 +450,7 @@ DEFAULT_JSON = "benchmarks/results/throughput.json"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``compgym bench`` (also used by ``python -m benchmarks.throughput``)."""
+    """The options of ``compgym bench`` (also used by ``python -m composition_gym.benchmarks.throughput``)."""
     parser.add_argument("--quick", action="store_true", help="smoke run: seconds, not minutes (numbers meaningless)")
     parser.add_argument("--json", default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON})")
     parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="subset of parts to run")
@@ -463,8 +463,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m benchmarks.throughput [--quick] [--json PATH] [--parts ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput", description=__doc__.splitlines()[0])
+    """``python -m composition_gym.benchmarks.throughput [--quick] [--json PATH] [--parts ...]``."""
+    parser = argparse.ArgumentParser(prog="python -m composition_gym.benchmarks.throughput", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

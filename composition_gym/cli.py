@@ -18,7 +18,7 @@ import gymnasium as gym
 from composition_gym import tokens as T
 from composition_gym.registration import NAMESPACE, list_envs
 
-PLUGIN_LAYERS = ("agents.cli", "benchmarks.cli")
+PLUGIN_LAYERS = ("composition_gym.agents.cli", "composition_gym.benchmarks.cli")
 
 
 def resolve_id(env_id: str) -> str:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import composition_gym  # noqa: F401
-from agents import TransformerConfig, TransformerLM, behavior_cloning
+from composition_gym.agents import TransformerConfig, TransformerLM, behavior_cloning
 
 SFT_ENV = "composition_gym/Compose-L3-v0"
 DEPTH4_ENV = "composition_gym/OOD-Depth-L4-v0"

@@ -8,10 +8,10 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-import agents
-from agents import Agent, EvalReport, ExpertAgent, LMAgent, RandomAgent, TextAgent, evaluate
-from agents.agent import trace_so_far
-from agents.evaluation import suite_env_ids
+from composition_gym import agents
+from composition_gym.agents import Agent, EvalReport, ExpertAgent, LMAgent, RandomAgent, TextAgent, evaluate
+from composition_gym.agents.agent import trace_so_far
+from composition_gym.agents.evaluation import suite_env_ids
 from composition_gym import PROFILES, parse_prompt
 from composition_gym import tokens as T
 from tests.agents.conftest import DEPTH4_ENV, SFT_ENV

@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from agents import LMAgent, TransformerConfig, behavior_cloning, evaluate
-from agents.bc import IGNORE, dagger_sequences, expert_sequences, token_accuracy
+from composition_gym.agents import LMAgent, TransformerConfig, behavior_cloning, evaluate
+from composition_gym.agents.bc import IGNORE, dagger_sequences, expert_sequences, token_accuracy
 from composition_gym import tokens as T
 from tests.agents.conftest import SFT_ENV
 
 TINY = TransformerConfig(d_model=32, n_heads=2, d_ff=64, n_layers=2)
 
 
+@pytest.mark.slow
 def test_bc_reaches_90_percent_greedy_success_on_the_sft_id(bc_run):
     lm, stats, seconds = bc_run
     # Fresh problems (not the held-out seeds BC reported on), grammar-masked greedy decoding.

@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 
-from agents import cli
+from composition_gym.agents import cli
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -9,8 +9,8 @@ import torch
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import PPO
 
-from agents import TransformerConfig, TransformerLM
-from agents.policy import (
+from composition_gym.agents import TransformerConfig, TransformerLM
+from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
     TransformerActorCriticPolicy,
     TransformerExtractor,
@@ -19,7 +19,7 @@ from agents.policy import (
     policy_action_logits,
     transformer_policy_kwargs,
 )
-from agents.transformer import Rotary, real_lengths, string_positions, trim_to_real
+from composition_gym.agents.transformer import Rotary, real_lengths, string_positions, trim_to_real
 from composition_gym import tokens as T
 from tests.agents.conftest import DEPTH4_ENV, SFT_ENV, expert_episode
 

@@ -12,8 +12,8 @@ import torch
 from sb3_contrib import MaskablePPO, RecurrentPPO
 from stable_baselines3 import PPO
 
-from agents import CompositionEvalCallback, bc_then_ppo, evaluate, load_model, train_ppo
-from agents.policy import lm_from_policy
+from composition_gym.agents import CompositionEvalCallback, bc_then_ppo, evaluate, load_model, train_ppo
+from composition_gym.agents.policy import lm_from_policy
 from tests.agents.conftest import DEPTH4_ENV, SFT_ENV, expert_episode
 
 RL_ENV = "composition_gym/Compose-RL-L3-v0"
@@ -42,6 +42,7 @@ def _same_actions(a, b, masks: bool) -> None:
 
 
 @pytest.mark.parametrize("algo,cls", [("ppo", PPO), ("maskable_ppo", MaskablePPO)])
+@pytest.mark.slow
 def test_ppo_from_bc_weights_saves_and_loads_back_acting_identically(bc_run, tmp_path, algo, cls):
     lm, _, _ = bc_run
     model = train_ppo(RL_ENV, lm, 256, algo=algo, seed=0, **FEW)
@@ -74,7 +75,7 @@ def test_recurrent_ppo_baseline_trains_saves_and_loads(tmp_path):
 
 
 def _tiny_lm():
-    from agents import TransformerConfig, TransformerLM
+    from composition_gym.agents import TransformerConfig, TransformerLM
 
     return TransformerLM(TransformerConfig(d_model=16, n_heads=2, d_ff=32, n_layers=1, segment_dims=0))
 
@@ -135,7 +136,7 @@ def test_eval_callback_history_and_validation():
 
 
 def test_bc_then_ppo_puts_bc_ppo_and_eval_curves_in_one_run(tmp_path):
-    from agents import TransformerConfig
+    from composition_gym.agents import TransformerConfig
 
     model, lm = bc_then_ppo(SFT_ENV, bc_episodes=64, ppo_steps=128, algo="maskable_ppo", seed=0,
                             tensorboard_log=str(tmp_path), rl_env_id=RL_ENV,

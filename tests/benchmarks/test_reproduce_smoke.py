@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from benchmarks.claims import CONDITIONS, EVAL_ENVS
-from benchmarks.cli import register
-from benchmarks.reproduce import BUDGETS, reproduce
+from composition_gym.benchmarks.claims import CONDITIONS, EVAL_ENVS
+from composition_gym.benchmarks.cli import register
+from composition_gym.benchmarks.reproduce import BUDGETS, reproduce
 
 
 @pytest.fixture(scope="module")

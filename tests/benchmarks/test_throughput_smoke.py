@@ -8,8 +8,12 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks import throughput
-from benchmarks.cli import register
+from composition_gym.benchmarks import throughput
+from composition_gym.benchmarks.cli import register
+
+
+# The quick benchmark still runs every part in its own subprocess (about 35 s).
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ def _sets(profile, depths, family):
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-@pytest.mark.parametrize("depth", [3, 4])
+@pytest.mark.parametrize("depth", [3, pytest.param(4, marks=pytest.mark.slow)])
 def test_small_families_partition_exhaustively(family, depth):
     parts = _sets(SMALL, (depth,), family)
     for a, b in itertools.combinations(parts.values(), 2):
