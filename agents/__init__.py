@@ -8,7 +8,7 @@ read saved models without ``custom_objects``.
 from composition_gym.agents.agent import Agent, ExpertAgent, LMAgent, RandomAgent, SB3Agent, TextAgent, trace_so_far
 from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
-from composition_gym.agents.evaluation import EvalReport, evaluate, suite_env_ids
+from composition_gym.agents.evaluation import EvalReport, evaluate
 from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
     TransformerActorCriticPolicy,
@@ -39,7 +39,6 @@ __all__ = [
     "lm_from_policy",
     "load_lm_into_policy",
     "load_model",
-    "suite_env_ids",
     "trace_so_far",
     "train_ppo",
 ]

@@ -28,6 +28,7 @@ import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import LMAgent
 from composition_gym.agents.evaluation import evaluate, rollout
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
+from composition_gym.registration import resolve_env_ids, short_name
 from composition_gym.tokens import PAD_ID
 
 IGNORE = -100  # cross_entropy's ignore_index: prompt positions and padding carry no loss
@@ -67,16 +68,6 @@ class Sequences:
 
         return Sequences(torch.cat([pad(self.inputs, PAD_ID), pad(other.inputs, PAD_ID)]),
                          torch.cat([pad(self.targets, IGNORE), pad(other.targets, IGNORE)]))
-
-
-def _env_ids(env_id: str | Sequence[str]) -> list[str]:
-    ids = [env_id] if isinstance(env_id, str) else list(env_id)
-    if not ids:
-        raise ValueError("behavior cloning needs at least one env id")
-    for i in ids:
-        if i not in gym.registry:
-            raise ValueError(f"unknown env id {i!r}; see composition_gym.list_envs()")
-    return ids
 
 
 def expert_sequences(env_ids: Sequence[str], episodes: int, seed: int) -> Sequences:
@@ -232,7 +223,7 @@ def behavior_cloning(
         ``(lm, stats)``; ``stats`` holds ``loss``, ``token_acc`` (held-out), ``heldout_success``,
         ``train_tokens`` (trace tokens with a loss), ``seconds``.
     """
-    ids = _env_ids(env_id)
+    ids = resolve_env_ids(env_id)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     if batch_size < 1 or epochs <= 0 or lr <= 0:
@@ -278,7 +269,7 @@ def behavior_cloning(
             writer.add_scalar("bc/heldout_token_acc", stats["token_acc"], steps)
             writer.add_scalar("bc/heldout_success", stats["heldout_success"], steps)
             for env, value in report.success_by_env.items():
-                writer.add_scalar(f"bc/heldout_success/{env.split('/')[-1]}", value, steps)
+                writer.add_scalar(f"bc/heldout_success/{short_name(env)}", value, steps)
     stats["seconds"] = time.perf_counter() - start
     if writer is not None:
         writer.close()

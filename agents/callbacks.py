@@ -18,17 +18,13 @@ from typing import Any
 from stable_baselines3.common.callbacks import BaseCallback
 
 from composition_gym.agents.evaluation import EvalReport, evaluate
-
-
-def short_env_name(env_id: str) -> str:
-    """``composition_gym/OOD-Depth-L4-v0`` -> ``OOD-Depth-L4``."""
-    return env_id.split("/")[-1].rsplit("-v", 1)[0]
+from composition_gym.registration import short_name
 
 
 def report_scalars(report: EvalReport, prefix: str, per_module: bool = True) -> dict[str, float]:
     """The scalars this callback records for one report, keyed by TensorBoard tag."""
     out = {f"{prefix}/success": report.success}
-    out.update({f"{prefix}/{short_env_name(k)}": v for k, v in report.success_by_env.items()})
+    out.update({f"{prefix}/{short_name(k)}": v for k, v in report.success_by_env.items()})
     out.update({f"{prefix}/depth_{k}": v for k, v in report.by_depth.items()})
     if per_module:
         out.update({f"{prefix}/skill_{k}": v for k, v in report.by_skill.items()})
@@ -78,7 +74,7 @@ class CompositionEvalCallback(BaseCallback):
             row.update(scalars)
             if self.verbose:
                 print(f"[{self.num_timesteps} steps] eval_{name}: success {report.success:.1%} "
-                      + " ".join(f"{short_env_name(k)}={v:.0%}" for k, v in report.success_by_env.items()))
+                      + " ".join(f"{short_name(k)}={v:.0%}" for k, v in report.success_by_env.items()))
         self.history.append(row)
         # Dump now so the points land at this step rather than at the next rollout's dump.
         self.logger.dump(self.num_timesteps)
@@ -95,4 +91,4 @@ class CompositionEvalCallback(BaseCallback):
         return True
 
 
-__all__ = ["CompositionEvalCallback", "report_scalars", "short_env_name"]
+__all__ = ["CompositionEvalCallback", "report_scalars"]

@@ -16,14 +16,10 @@ from typing import Any
 import torch
 
 from composition_gym.agents.bc import DEFAULT_CONFIG, behavior_cloning
-from composition_gym.agents.evaluation import SUITES, EvalReport, evaluate, suite_env_ids
+from composition_gym.agents.evaluation import EvalReport, evaluate
 from composition_gym.agents.ppo import ALGOS, bc_then_ppo, load_model, next_run_dir, train_ppo
 from composition_gym.agents.transformer import TransformerLM
-
-
-def resolve_id(env_id: str) -> str:
-    """Accept ids with or without the ``composition_gym/`` namespace."""
-    return env_id if "/" in env_id else f"composition_gym/{env_id}"
+from composition_gym.registration import SUITES, env_id, resolve_env_id, short_name, suite
 
 
 def set_threads(n: int | None) -> int:
@@ -51,9 +47,9 @@ def load_agent_file(path: str) -> Any:
 # ---------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
     set_threads(args.threads)
-    env_ids = [resolve_id(e) for e in args.env]
-    rl_ids = [resolve_id(e) for e in args.rl_env] if args.rl_env else env_ids
-    eval_ids = {"id": suite_env_ids("id", args.profile), "ood": suite_env_ids("ood", args.profile)}
+    env_ids = [resolve_env_id(e) for e in args.env]
+    rl_ids = [resolve_env_id(e) for e in args.rl_env] if args.rl_env else env_ids
+    eval_ids = {"id": suite("id", args.profile), "ood": suite("ood", args.profile)}
     common: dict[str, Any] = dict(algo=args.algo, seed=args.seed, eval_env_ids=eval_ids, eval_freq=args.eval_freq,
                                   eval_episodes=args.eval_episodes, progress=not args.no_progress,
                                   n_envs=args.n_envs)
@@ -82,7 +78,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"compgym eval: {err}", file=sys.stderr)
         return 2
-    env_ids = [resolve_id(e) for e in args.env] if args.env else suite_env_ids(args.suite, args.profile)
+    env_ids = [resolve_env_id(e) for e in args.env] if args.env else suite(args.suite, args.profile)
     report = evaluate(agent, env_ids, args.episodes, seed=args.seed)
     print(report.table(f"{args.model}: {args.episodes} episodes per env, seed {args.seed}"))
     if args.json:
@@ -100,13 +96,13 @@ DEMO_QUICK = dict(bc_episodes=300, bc_epochs=1.0, ppo_steps=512, eval_episodes=8
 def comparison_table(reports: dict[str, EvalReport], groups: dict[str, list[str]]) -> str:
     """Success per env id (rows, grouped as ID / OOD) for several agents (columns)."""
     names = list(reports)
-    width = max(len(e.split("/")[-1]) for ids in groups.values() for e in ids) + 2
+    width = max(len(short_name(e)) for ids in groups.values() for e in ids) + 2
     head = f"{'':<6}{'env id':<{width}}" + "".join(f"{n:>10}" for n in names)
     lines = [head, "-" * len(head)]
     for group, ids in groups.items():
         for e in ids:
             cells = "".join(f"{reports[n].success_by_env[e]:>10.1%}" for n in names)
-            lines.append(f"{group:<6}{e.split('/')[-1]:<{width}}{cells}")
+            lines.append(f"{group:<6}{short_name(e):<{width}}{cells}")
     lines.append("-" * len(head))
     depths = sorted({d for r in reports.values() for d in r.by_depth}, key=int)
     for d in depths:
@@ -121,9 +117,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for key in ("bc_episodes", "ppo_steps", "eval_episodes"):
         if getattr(args, key) is not None:
             budget[key] = getattr(args, key)
-    sft = resolve_id("Compose-L3-v0")
-    rl = resolve_id("Compose-RL-L3-v0")
-    groups = {"ID": suite_env_ids("id"), "OOD": suite_env_ids("ood")}
+    sft = env_id("Compose-L3")
+    rl = env_id("Compose-RL-L3")
+    groups = {"ID": suite("id"), "OOD": suite("ood")}
     run_dir = next_run_dir(args.tensorboard, "demo")
     print(f"compgym demo: behavior cloning on {sft} ({budget['bc_episodes']} expert episodes), then "
           f"{args.algo} on {rl} ({budget['ppo_steps']} steps); {threads} torch threads")
@@ -208,4 +204,4 @@ def _common(p: argparse.ArgumentParser, profile: bool = True) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-__all__ = ["comparison_table", "load_agent_file", "register", "resolve_id", "set_threads"]
+__all__ = ["comparison_table", "load_agent_file", "register", "set_threads"]

@@ -24,30 +24,7 @@ import numpy as np
 
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import as_agent
-from composition_gym.registration import list_envs
-
-SUITES = ("id", "ood", "all")
-_ID_PRESETS = ("Compose-L3", "Compose-RL-L3")
-_OOD_PRESETS = ("OOD-Unseen-L3", "OOD-Depth-L4")
-
-
-def suite_env_ids(suite: str, profile: str = "small") -> list[str]:
-    """Env ids of a named suite for a profile.
-
-    * ``id``: the training composition sets, SFT (``Compose-L3``) and RL (``Compose-RL-L3``);
-    * ``ood``: unseen compositions (``OOD-Unseen-L3``) and deeper cascades (``OOD-Depth-L4``);
-    * ``all``: every registered id of the profile.
-    """
-    rows = [r for r in list_envs() if r["profile"] == profile]
-    if not rows:
-        raise ValueError(f"unknown profile {profile!r}; known: {sorted({r['profile'] for r in list_envs()})}")
-    if suite == "all":
-        return [r["id"] for r in rows]
-    if suite not in SUITES:
-        raise ValueError(f"unknown suite {suite!r}; choose from {SUITES}")
-    names = _ID_PRESETS if suite == "id" else _OOD_PRESETS
-    return [r["id"] for r in rows if r["id"].split("/")[-1].removeprefix("Paper-").rsplit("-", 1)[0] in names]
-
+from composition_gym.registration import resolve_env_ids, short_name
 
 @dataclass
 class Episode:
@@ -222,7 +199,7 @@ class EvalReport:
         lines = [title] if title else []
         n = self.episodes_per_env
         rows: list[tuple[str, str, str]] = [("env id", "episodes", "success")]
-        rows += [(k.split("/")[-1], str(n), f"{v:6.1%}") for k, v in self.success_by_env.items()]
+        rows += [(short_name(k), str(n), f"{v:6.1%}") for k, v in self.success_by_env.items()]
         rows.append(("all", str(len(self.episodes)), f"{self.success:6.1%}"))
         lines += _format(rows)
         for name, values in (("depth", self.by_depth), ("skill", self.by_skill),
@@ -241,17 +218,6 @@ def _format(rows: Iterable[tuple[str, ...]]) -> list[str]:
     return out
 
 
-def registered_ids(env_ids: str | Sequence[str]) -> list[str]:
-    """``env_ids`` as a non-empty list of registered ids (``ValueError`` naming any unknown one)."""
-    ids = [env_ids] if isinstance(env_ids, str) else list(env_ids)
-    if not ids:
-        raise ValueError("need at least one env id")
-    unknown = [i for i in ids if i not in gym.registry]
-    if unknown:
-        raise ValueError(f"unknown env id(s) {unknown}; see composition_gym.list_envs()")
-    return ids
-
-
 def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int = 0, *,
              batch_size: int = 64) -> EvalReport:
     """Play ``episodes`` episodes of each env id and summarise success.
@@ -267,7 +233,7 @@ def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int 
         ValueError: on an unknown env id, ``episodes < 1``, or an agent whose observation space
             does not match the env's.
     """
-    ids = registered_ids(env_ids)
+    ids = resolve_env_ids(env_ids)
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     agent = as_agent(agent)
@@ -278,4 +244,4 @@ def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int 
     return EvalReport(records, ids, seed, episodes, time.perf_counter() - t0)
 
 
-__all__ = ["Episode", "EvalReport", "SUITES", "evaluate", "registered_ids", "rollout", "suite_env_ids"]
+__all__ = ["Episode", "EvalReport", "evaluate", "rollout"]

@@ -35,7 +35,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
-from composition_gym.agents.evaluation import registered_ids
+from composition_gym.registration import resolve_env_ids
 from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
     TransformerActorCriticPolicy,
@@ -59,7 +59,7 @@ RECURRENT_KWARGS: dict[str, Any] = dict(learning_rate=3e-4, n_steps=64, batch_si
 
 def make_vec_env(env_id: str | Sequence[str], n_envs: int, seed: int) -> DummyVecEnv:
     """``n_envs`` Monitor-wrapped envs in a ``DummyVecEnv``, ids assigned round-robin, seeded."""
-    ids = registered_ids(env_id)
+    ids = resolve_env_ids(env_id)
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     venv = DummyVecEnv([lambda i=i: Monitor(gym.make(ids[i % len(ids)])) for i in range(n_envs)])

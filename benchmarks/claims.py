@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from typing import Any
 
-from composition_gym.registration import NAMESPACE, PROFILE_PREFIX, VERSION
+from composition_gym.registration import env_id
 
 
 @dataclass(frozen=True)
@@ -117,13 +117,6 @@ COMPARISONS: tuple[Comparison, ...] = (
 )
 #: A difference is "supported"/"contradicted" when its mean is beyond this many standard errors.
 VERDICT_SE = 2.0
-
-
-def env_id(preset: str, profile: str = "small") -> str:
-    """The registered id of ``preset`` (e.g. ``"Compose-L3"``) in ``profile``."""
-    if profile not in PROFILE_PREFIX:
-        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILE_PREFIX)}")
-    return f"{NAMESPACE}/{PROFILE_PREFIX[profile]}{preset}-{VERSION}"
 
 
 def mean_se(values: Sequence[float]) -> dict:

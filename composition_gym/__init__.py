@@ -9,7 +9,7 @@ from composition_gym.env import CompositionEnv
 from composition_gym.expert import ExpertPolicy
 from composition_gym.modules import ROUTINGS, SKILLS
 from composition_gym.profiles import PROFILES, Profile
-from composition_gym.registration import list_envs, register_envs
+from composition_gym.registration import env_id, list_envs, register_envs, resolve_env_id, short_name, suite
 from composition_gym.supports import SPLITS, Support
 
 __version__ = "0.1.0"
@@ -27,9 +27,13 @@ __all__ = [
     "SKILLS",
     "SPLITS",
     "Support",
+    "env_id",
     "list_envs",
     "parse_program",
     "parse_prompt",
     "parse_trace",
     "register_envs",
+    "resolve_env_id",
+    "short_name",
+    "suite",
 ]

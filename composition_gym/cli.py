@@ -16,14 +16,9 @@ from collections.abc import Sequence
 import gymnasium as gym
 
 from composition_gym import tokens as T
-from composition_gym.registration import NAMESPACE, list_envs
+from composition_gym.registration import list_envs, resolve_env_id
 
 PLUGIN_LAYERS = ("composition_gym.agents.cli", "composition_gym.benchmarks.cli")
-
-
-def resolve_id(env_id: str) -> str:
-    """Accept ids with or without the ``composition_gym/`` namespace."""
-    return env_id if "/" in env_id else f"{NAMESPACE}/{env_id}"
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -38,7 +33,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _make(args: argparse.Namespace) -> gym.Env:
-    return gym.make(resolve_id(args.env_id), trace_format=args.trace_format)
+    return gym.make(resolve_env_id(args.env_id), trace_format=args.trace_format)
 
 
 def _cmd_show(args: argparse.Namespace) -> int:
@@ -46,7 +41,7 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for k in range(args.episodes):
         _, info = env.reset(seed=args.seed + k)
         problem = env.unwrapped.problem
-        print(f"== {resolve_id(args.env_id)}  seed={args.seed + k}")
+        print(f"== {resolve_env_id(args.env_id)}  seed={args.seed + k}")
         print(f"prompt : {info['prompt']}")
         print("cascade: " + "  ".join(f"{t + 1}:{r}·{s}" for t, (r, s) in enumerate(problem.cascade.steps)))
         for t, z in enumerate(problem.values):
@@ -131,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except gym.error.Error as err:
+    except (gym.error.Error, ValueError) as err:
         print(f"compgym: {err}", file=sys.stderr)
         return 2
 

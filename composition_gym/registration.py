@@ -1,12 +1,21 @@
 """The registered environment ids: named presets of :class:`~composition_gym.env.CompositionEnv`.
 
+This module is the one owner of names: it builds every id from a profile and a preset
+(:func:`env_id`), resolves what a user types (:func:`resolve_env_id`, with a "did you mean"
+hint), shortens ids for tables and TensorBoard tags (:func:`short_name`) and returns the named
+evaluation suites (:func:`suite`).  No other module parses or assembles id strings.
+
 Each id is data (a row of :data:`PRESETS`), not a subclass.  Ids of the ``small`` profile are
-unprefixed; the ``paper`` profile's carry ``Paper-``.  Roles: ``train`` ids are for SFT/RL,
-``id`` evaluates seen compositions, ``ood`` never shares a cascade with its family's training ids.
+unprefixed; the ``paper`` profile's carry ``Paper-``.  A preset's ``role`` says how the protocol
+uses it: ``id`` ids hold the compositions a model trains on (the ``id`` suite), ``ood`` ids never
+share a cascade with the training ids of their family (the ``ood`` suite), and ``family`` ids
+belong to another split family (skill pairs, routing x skill, atomic): registered for
+experiments of their own, they are in the ``all`` suite only.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -14,36 +23,56 @@ import gymnasium as gym
 NAMESPACE = "composition_gym"
 ENTRY_POINT = "composition_gym.env:CompositionEnv"
 VECTOR_ENTRY_POINT = "composition_gym.vector:CompositionVectorEnv"
-
-
-@dataclass(frozen=True)
-class Preset:
-    """One registered id: its name (without namespace/profile prefix), split, depth and purpose."""
-
-    name: str
-    split: str
-    depth: str  # "train", "ood" or "atomic": resolved per profile
-    role: str
-    purpose: str
-
-
-PRESETS: tuple[Preset, ...] = (
-    Preset("Compose-L3", "sft", "train", "train", "compound traces at L=3, SFT composition set (seen compositions)"),
-    Preset("Compose-RL-L3", "rl", "train", "train", "compound traces at L=3, RL composition set disjoint from SFT"),
-    Preset("Atomic-L1", "all", "atomic", "train", "atomic modules in isolation (L=1)"),
-    Preset("OOD-Unseen-L3", "unseen", "train", "ood", "unseen compositions at L=3 (hash family: never in SFT or RL sets)"),
-    Preset("OOD-Depth-L4", "all", "ood", "ood", "deeper cascades, L=4 (never trained at this depth)"),
-    Preset("Pairs-ID-L3", "pairs_id", "train", "train", "L=3 without held-out consecutive skill pairs"),
-    Preset("Pairs-OOD-L3", "pairs_ood", "train", "ood", "L=3 with at least one held-out skill pair"),
-    Preset("RoutingSkill-ID-L3", "routing_skill_id", "train", "train", "L=3 without held-out routing x skill pairs"),
-    Preset("RoutingSkill-OOD-L3", "routing_skill_ood", "train", "ood", "L=3 with at least one held-out routing x skill pair"),
-)
+ROLES = ("id", "ood", "family")
+SUITES = ("id", "ood", "all")
 PROFILE_PREFIX = {"small": "", "paper": "Paper-"}
 VERSION = "v0"
 
 
-def _env_id(profile: str, preset: Preset) -> str:
-    return f"{NAMESPACE}/{PROFILE_PREFIX[profile]}{preset.name}-{VERSION}"
+@dataclass(frozen=True)
+class Preset:
+    """One registered id: its name (without namespace/profile prefix), split, depth and purpose.
+
+    ``depth`` is ``"train"``, ``"ood"`` or ``"atomic"``, resolved per profile; ``role`` is one
+    of :data:`ROLES`.
+    """
+
+    name: str
+    split: str
+    depth: str
+    role: str
+    purpose: str
+    version: str = VERSION
+
+
+PRESETS: tuple[Preset, ...] = (
+    Preset("Compose-L3", "sft", "train", "id", "compound traces at L=3, SFT composition set (seen compositions)"),
+    Preset("Compose-RL-L3", "rl", "train", "id", "compound traces at L=3, RL composition set disjoint from SFT"),
+    Preset("Atomic-L1", "all", "atomic", "family", "atomic modules in isolation (L=1)"),
+    Preset("OOD-Unseen-L3", "unseen", "train", "ood", "unseen compositions at L=3 (hash family: never in SFT or RL sets)"),
+    Preset("OOD-Depth-L4", "all", "ood", "ood", "deeper cascades, L=4 (never trained at this depth)"),
+    Preset("Pairs-ID-L3", "pairs_id", "train", "family", "L=3 without held-out consecutive skill pairs"),
+    Preset("Pairs-OOD-L3", "pairs_ood", "train", "family", "L=3 with at least one held-out skill pair"),
+    Preset("RoutingSkill-ID-L3", "routing_skill_id", "train", "family", "L=3 without held-out routing x skill pairs"),
+    Preset("RoutingSkill-OOD-L3", "routing_skill_ood", "train", "family", "L=3 with at least one held-out routing x skill pair"),
+)
+
+
+def _preset(name: str, version: str) -> Preset:
+    for p in PRESETS:
+        if p.name == name and p.version == version:
+            return p
+    known = sorted({f"{p.name}-{p.version}" for p in PRESETS})
+    raise ValueError(f"unknown preset {name!r} at version {version!r}; known: {known}")
+
+
+def env_id(preset: str, profile: str = "small", version: str = VERSION) -> str:
+    """The full id of ``preset`` for ``profile``, e.g. ``env_id("Compose-L3", "paper")`` is
+    ``"composition_gym/Paper-Compose-L3-v0"``."""
+    if profile not in PROFILE_PREFIX:
+        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILE_PREFIX)}")
+    p = _preset(preset, version)
+    return f"{NAMESPACE}/{PROFILE_PREFIX[profile]}{p.name}-{p.version}"
 
 
 def _kwargs(profile: str, preset: Preset) -> dict:
@@ -60,7 +89,8 @@ def list_envs() -> list[dict]:
     for profile in PROFILE_PREFIX:
         for preset in PRESETS:
             kw = _kwargs(profile, preset)
-            rows.append({"id": _env_id(profile, preset), **kw, "role": preset.role, "purpose": preset.purpose})
+            rows.append({"id": env_id(preset.name, profile, preset.version), **kw, "role": preset.role,
+                         "purpose": preset.purpose})
     return rows
 
 
@@ -75,6 +105,68 @@ def register_envs() -> None:
             vector_entry_point=VECTOR_ENTRY_POINT,
             kwargs={k: row[k] for k in ("profile", "split", "depth")},
         )
+
+
+def registered_ids() -> list[str]:
+    """Every id this package registers, in :func:`list_envs` order."""
+    return [r["id"] for r in list_envs()]
+
+
+def resolve_env_id(name: str) -> str:
+    """The full registered id for what a user typed: ``composition_gym/Compose-L3-v0``,
+    ``Compose-L3-v0`` (namespace optional) or the short name ``Compose-L3`` (its newest version).
+
+    Raises:
+        ValueError: naming the id and the closest registered ones (``did you mean …``).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"an env id must be a non-empty string, got {name!r}")
+    ids = registered_ids()
+    if name in ids:
+        return name
+    full = name if name.startswith(f"{NAMESPACE}/") else f"{NAMESPACE}/{name}"
+    if full in ids:
+        return full
+    versions = sorted(i for i in ids if i.rsplit("-", 1)[0] == full)
+    if versions:
+        return versions[-1]
+    if "/" in name and name in gym.registry:  # another package's id: not ours to judge
+        return name
+    close = difflib.get_close_matches(full, ids, n=3, cutoff=0.6)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else "; run `compgym list` to see them"
+    raise ValueError(f"unknown env id {name!r}{hint}")
+
+
+def resolve_env_ids(names: str | list[str] | tuple[str, ...]) -> list[str]:
+    """:func:`resolve_env_id` of one name or each of several (``ValueError`` if none is given)."""
+    ids = [names] if isinstance(names, str) else list(names)
+    if not ids:
+        raise ValueError("need at least one env id")
+    return [resolve_env_id(i) for i in ids]
+
+
+def short_name(env_id_: str) -> str:
+    """An id without the namespace, for tables and TensorBoard tags: ``OOD-Depth-L4-v0``."""
+    return env_id_.split("/", 1)[1] if env_id_.startswith(f"{NAMESPACE}/") else env_id_
+
+
+def suite(name: str, profile: str = "small", version: str = VERSION) -> list[str]:
+    """The ids of a named evaluation suite (:data:`SUITES`) for a profile, driven by ``Preset.role``.
+
+    * ``id``: the compositions a model trains on (the SFT and RL composition sets);
+    * ``ood``: compositions never trained on (unseen at the training depth, and one level deeper);
+    * ``all``: every registered id of the profile and version.
+    """
+    if name not in SUITES:
+        raise ValueError(f"unknown suite {name!r}; choose from {list(SUITES)}")
+    if profile not in PROFILE_PREFIX:
+        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILE_PREFIX)}")
+    presets = [p for p in PRESETS if p.version == version]
+    if not presets:
+        raise ValueError(f"no preset has version {version!r}; known: {sorted({p.version for p in PRESETS})}")
+    if name != "all":
+        presets = [p for p in presets if p.role == name]
+    return [env_id(p.name, profile, p.version) for p in presets]
 
 
 def ids_table() -> str:

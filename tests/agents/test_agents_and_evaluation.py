@@ -8,10 +8,12 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
+import composition_gym
+
 from composition_gym import agents
 from composition_gym.agents import Agent, EvalReport, ExpertAgent, LMAgent, RandomAgent, TextAgent, evaluate
 from composition_gym.agents.agent import trace_so_far
-from composition_gym.agents.evaluation import suite_env_ids
+from composition_gym.registration import suite as suite_env_ids
 from composition_gym import PROFILES, parse_prompt
 from composition_gym import tokens as T
 from tests.agents.conftest import DEPTH4_ENV, SFT_ENV
@@ -171,6 +173,6 @@ def test_suites():
     assert suite_env_ids("id") == ["composition_gym/Compose-L3-v0", "composition_gym/Compose-RL-L3-v0"]
     assert suite_env_ids("ood") == ["composition_gym/OOD-Unseen-L3-v0", "composition_gym/OOD-Depth-L4-v0"]
     assert all(i.startswith("composition_gym/Paper-") for i in suite_env_ids("ood", "paper"))
-    assert len(suite_env_ids("all")) == len([r for r in agents.evaluation.list_envs() if r["profile"] == "small"])
+    assert len(suite_env_ids("all")) == len([r for r in composition_gym.list_envs() if r["profile"] == "small"])
     with pytest.raises(ValueError, match="unknown suite"):
         suite_env_ids("odd")

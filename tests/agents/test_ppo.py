@@ -121,8 +121,8 @@ def test_eval_callback_logs_id_and_ood_under_their_own_prefixes(small_lm, tmp_pa
                       eval_freq=128, eval_episodes=4, **FEW)
     run_dir = glob.glob(str(tmp_path / "maskable_ppo_*"))[0]
     tags = _scalars(run_dir)
-    for tag in ("eval_id/success", "eval_id/Compose-L3", "eval_id/depth_3", "eval_ood/success",
-                "eval_ood/OOD-Depth-L4", "eval_ood/depth_4", "rollout/ep_rew_mean", "train/loss"):
+    for tag in ("eval_id/success", "eval_id/Compose-L3-v0", "eval_id/depth_3", "eval_ood/success",
+                "eval_ood/OOD-Depth-L4-v0", "eval_ood/depth_4", "rollout/ep_rew_mean", "train/loss"):
         assert tag in tags, tag
     assert not any(t.startswith("eval/") for t in tags)
     assert model.num_timesteps >= 256
