@@ -256,7 +256,9 @@ class CompositionEnv(gym.Env):
             score = self.scorer.score(self._problem, self._written, malformed)
             success = score.is_success
             info.update(final_info(self._problem, self._prompt_text, score, self._trace_text()))
-        reward = float(self.scorer.step_reward(intermediate_correct, malformed, success))
+        reward = 0.0  # what the scorer gives a step that closes nothing and ends nothing (skipped: hot path)
+        if intermediate_correct or self._done:
+            reward = float(self.scorer.step_reward(intermediate_correct, malformed, success))
         if self.render_mode == "human":
             self.render()
         return self._obs.copy(), reward, terminated, truncated, info

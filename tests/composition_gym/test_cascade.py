@@ -5,7 +5,7 @@ import itertools
 import pytest
 
 from composition_gym import tokens as T
-from composition_gym.cascade import Cascade, Problem, parse_program, parse_prompt, parse_trace
+from composition_gym.cascade import Cascade, Problem, parse_program, parse_prompt
 from composition_gym.modules import ROUTINGS, SKILLS
 from composition_gym.profiles import PAPER, SMALL
 
@@ -77,16 +77,6 @@ def test_prompt_and_parse_prompt_round_trip():
     assert parse_prompt(ids + [T.PAD_ID] * 5, "abcdef") == p
     with pytest.raises(ValueError, match="not a prompt"):
         parse_prompt([T.PAD_ID], "abcdef")
-
-
-def test_parse_trace():
-    p = _problem()
-    for fmt in ("values", "tagged"):
-        ids = [T.TOKEN_ID[t] for t in p.trace(fmt)]
-        segs = parse_trace(ids, fmt)
-        assert [v for _, v in segs] == list(p.values)
-    tagged = parse_trace([T.TOKEN_ID[t] for t in p.trace("tagged")])
-    assert tagged[1][0] == ("CatY", "Sort")
 
 
 def test_skills_closed_over_alphabet():
