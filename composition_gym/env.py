@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from typing import Any
 
@@ -317,13 +318,21 @@ class CompositionEnv(gym.Env):
 
     @property
     def process_reward(self) -> float:
-        """Reward per correct intermediate segment (held by :attr:`scorer`)."""
+        """Reward per correct intermediate segment (held by :attr:`scorer`; settable, e.g. by ``set_attr``)."""
         return self.scorer.process_reward
+
+    @process_reward.setter
+    def process_reward(self, value: float) -> None:
+        self.scorer = dataclasses.replace(self.scorer, process_reward=value)
 
     @property
     def format_penalty(self) -> float:
-        """Penalty for a malformed trace (held by :attr:`scorer`)."""
+        """Penalty for a malformed trace (held by :attr:`scorer`; settable, e.g. by ``set_attr``)."""
         return self.scorer.format_penalty
+
+    @format_penalty.setter
+    def format_penalty(self, value: float) -> None:
+        self.scorer = dataclasses.replace(self.scorer, format_penalty=value)
 
     @property
     def problem(self) -> Problem | None:

@@ -1,13 +1,19 @@
 """The native vector form of :class:`~composition_gym.env.CompositionEnv`: N episodes in numpy arrays.
 
+It is the project's batch engine (evaluation, behaviour-cloning data, group-relative RL sampling).
 ``gym.make_vec(id, num_envs=N)`` builds it through the ids' ``vector_entry_point``.  A step writes
-all N tokens, advances all N grammar states, looks all N masks up in one table and compares all
-closed segments with their references in a few array operations; only what is per episode by
-nature (sampling a problem, the final ``diagnosis`` and ``trace`` text) runs per sub-environment.
+all N tokens, advances all N grammar states (:meth:`TraceGrammar.advance_batch`), looks all N
+masks up in one table and compares all closed segments with their references in a few array
+operations.  It restates no rule: problems and their references come from
+:class:`~composition_gym.cascade.Problem`, rewards and the final verdict from the single env's
+:class:`~composition_gym.cascade.Scorer` (called per ended episode), the oracle from
+:func:`composition_gym.expert.next_token`.
 
 Episodes are those of ``SyncVectorEnv`` over the single environment, for the same seeds and
 actions: same observations, rewards, terminations, truncations and infos (sub-environment ``i``
-of ``reset(seed=s)`` is seeded with ``s + i``; problems come from the same sampler and draws).  ``tests/composition_gym/test_vector.py`` checks this.
+of ``reset(seed=s)`` is seeded with ``s + i``; problems come from the same sampler and draws),
+except the ``action_mask`` of a row that just ended under ``NEXT_STEP`` (see the class
+docstring).  ``tests/composition_gym/test_vector.py`` checks this.
 """
 
 from __future__ import annotations
@@ -50,13 +56,28 @@ class CompositionVectorEnv(VectorEnv):
     is reset following ``autoreset_mode`` (``metadata["autoreset_mode"]``): on the next step
     (``NEXT_STEP``, the default; that step's action is ignored and its reward is 0), within the
     same step (``SAME_STEP``: ``info["final_obs"]``/``info["final_info"]`` hold the ended
-    episode) or only by ``reset(options={"reset_mask": mask})`` (``DISABLED``).
+    episode) or only by ``reset(options={"reset_mask": mask})`` (``DISABLED``; stepping an ended
+    row raises until then).
+
+    Under ``NEXT_STEP`` the ``action_mask`` of a row whose episode just ended is the mask of a
+    trace's first token, never empty, so a policy can sample every row (the sampled token is
+    ignored).  The single environment's final mask is that of its last state instead (empty after
+    ``<eos>``); this is the one way the infos differ from ``SyncVectorEnv``'s.
+    :meth:`expert_actions` gives ``<pad>`` for such rows.
 
     ## Info
 
     Batched like Gymnasium's ``SyncVectorEnv``: every key of the single environment's ``info``
     becomes an array over sub-environments with a boolean ``"_key"`` array saying which hold it.
-    ``info["action_mask"]`` is ``(num_envs, V)``.
+    ``info["action_mask"]`` is ``(num_envs, V)``.  Rows that ended hold the final keys
+    (``is_success``, ``all_steps_correct``, ``malformed``, ``diagnosis``, ``trace``, …).
+
+    ## Methods
+
+    ``action_masks()``, ``expert_actions()``, ``problems`` (each row's hidden problem), and
+    ``call`` / ``get_attr`` / ``set_attr`` as in ``SyncVectorEnv`` (per-episode names
+    ``action_masks``, ``expert_action``, ``problem``, ``render``; shared settings such as
+    ``max_len``; ``set_attr`` for ``process_reward`` / ``format_penalty``, equal for all rows).
 
     ## Arguments
 
@@ -68,9 +89,14 @@ class CompositionVectorEnv(VectorEnv):
     ``env_kwargs`` are :class:`~composition_gym.env.CompositionEnv`'s (``profile``, ``depth``,
     ``split``, ``trace_format``, ``process_reward``, ``format_penalty``, ``max_len``, …).
 
+    ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns one frame per row) or ``"human"``
+    (frames printed at every step).
+
     ## Version History
 
-    * v0: initial release.
+    * v0: initial release.  Later additions leave v0 episodes unchanged: ``all_steps_correct``,
+      non-empty masks for just-ended rows under ``NEXT_STEP``, ``call`` / ``get_attr`` /
+      ``set_attr``, ``render_mode="human"``.
     """
 
     metadata = {"render_modes": ["ansi", "human"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -150,6 +176,53 @@ class CompositionVectorEnv(VectorEnv):
     @property
     def format_penalty(self) -> float:
         return self.scorer.format_penalty
+
+    # ------------------------------------------------------------------ SyncVectorEnv-style access
+    _SETTABLE = ("process_reward", "format_penalty")
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """What ``SyncVectorEnv.call(name, …)`` returns: one result per sub-environment.
+
+        The sub-environments are rows of arrays, not objects, so ``name`` is one of the per-episode
+        methods and attributes ``action_masks``, ``expert_action``, ``problem``, ``render``, or a
+        setting shared by all (any non-callable attribute of the single env: ``max_len``,
+        ``trace_format``, ``profile``, ``support``, ``spec``, …).
+        """
+        per_row = {
+            "action_masks": lambda: tuple(self.action_masks()),
+            "expert_action": lambda: tuple(self.expert_actions().tolist()),
+            "problem": lambda: tuple(self._problems),
+            "render": lambda: self.render() if self.render_mode == "ansi" else (None,) * self.num_envs,
+        }
+        if name in per_row:
+            if args or kwargs:
+                raise TypeError(f"call({name!r}) takes no arguments")
+            return per_row[name]()
+        value = getattr(self._template, name)
+        if callable(value):
+            raise AttributeError(f"call({name!r}) is not supported by the native vector env; per sub-environment "
+                                 f"it offers {sorted(per_row)} and the non-callable settings of the single env")
+        return (value,) * self.num_envs
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """``SyncVectorEnv.get_attr``: the attribute per sub-environment (see :meth:`call`)."""
+        return self.call(name)
+
+    def set_attr(self, name: str, values: Any) -> None:
+        """``SyncVectorEnv.set_attr`` for the reward settings shared by every row (one scorer).
+
+        ``name`` is ``"process_reward"`` or ``"format_penalty"``; ``values`` is one value or one per
+        sub-environment, all equal.
+        """
+        if name not in self._SETTABLE:
+            raise AttributeError(f"set_attr({name!r}) is not supported; settable: {list(self._SETTABLE)}")
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"set_attr needs one value or {self.num_envs} values, got {len(values)}")
+        if any(v != values[0] for v in values):
+            raise ValueError(f"set_attr({name!r}) needs equal values: every sub-environment shares one scorer")
+        setattr(self._template, name, values[0])
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
