@@ -90,7 +90,7 @@ class CompositionVectorEnv(VectorEnv):
     ``split``, ``trace_format``, ``process_reward``, ``format_penalty``, ``max_len``, …).
 
     ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns one frame per row) or ``"human"``
-    (frames printed at every step).
+    (frames printed at every reset and step).
 
     ## Version History
 
@@ -264,6 +264,8 @@ class CompositionVectorEnv(VectorEnv):
         self._started = True
         infos: dict[str, Any] = {}
         self._add_rows(infos, rows, self._reset_infos(rows))
+        if self.render_mode == "human":
+            self.render()
         return self._obs.copy(), infos
 
     def _start_rows(self, rows: np.ndarray, seeds: list[int | None], problem: Problem | None = None) -> None:

@@ -267,3 +267,73 @@ def test_render_ansi_per_sub_env():
     env.step(env.unwrapped.expert_actions())
     frames = env.render()
     assert len(frames) == 2 and all("trace:" in f and "cascade:" in f for f in frames)
+
+
+def test_every_row_can_sample_from_its_mask_under_next_step_autoreset():
+    env = gym.make_vec(COMPOSE, num_envs=6)
+    _, info = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    start = env.unwrapped.grammar.start_mask()
+    ended_rows = 0
+    for _ in range(120):
+        actions = np.array([rng.choice(np.flatnonzero(row)) for row in info["action_mask"]])  # never empty
+        _, _, term, trunc, info = env.step(actions)
+        done = term | trunc
+        ended_rows += int(done.sum())
+        assert (info["action_mask"][done] == start).all()
+        np.testing.assert_array_equal(env.unwrapped.action_masks(), info["action_mask"])
+        assert (env.unwrapped.expert_actions()[done] == T.PAD_ID).all()
+    assert ended_rows > 6
+
+
+def test_call_get_attr_and_set_attr_like_sync_vector_env():
+    sync = gym.make_vec(COMPOSE, num_envs=3, vectorization_mode="sync")
+    native = gym.make_vec(COMPOSE, num_envs=3)
+    sync.reset(seed=2)
+    native.reset(seed=2)
+    for name in ("max_len", "trace_format", "problem", "process_reward"):
+        assert native.get_attr(name) == sync.get_attr(name), name
+    assert native.call("expert_action") == sync.call("expert_action")
+    for a, b in zip(native.call("action_masks"), sync.call("action_masks")):
+        np.testing.assert_array_equal(a, b)
+    assert native.call("render") == (None, None, None)
+    native.set_attr("process_reward", 0.5)
+    sync.set_attr("process_reward", [0.5] * 3)
+    assert native.get_attr("process_reward") == sync.get_attr("process_reward") == (0.5,) * 3
+    assert native.unwrapped.scorer.process_reward == 0.5
+    with pytest.raises(ValueError, match="equal values"):
+        native.set_attr("format_penalty", [0.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="3 values"):
+        native.set_attr("format_penalty", [0.0, 1.0])
+    with pytest.raises(AttributeError, match="settable"):
+        native.set_attr("max_len", 99)
+    with pytest.raises(AttributeError, match="not supported"):
+        native.call("reset")
+    with pytest.raises(AttributeError):
+        native.get_attr("no_such_attribute")
+    with pytest.raises(TypeError, match="no arguments"):
+        native.call("action_masks", 1)
+
+
+def test_set_process_reward_changes_rewards_as_in_the_single_env():
+    sync, native = make_pair(COMPOSE, 3)
+    for env in (sync, native):
+        env.reset(seed=0)
+        env.set_attr("process_reward", [0.25] * 3)
+    total_n = 0.0
+    for _ in range(40):
+        actions = native.unwrapped.expert_actions()
+        _, r_s, *_ = sync.step(actions)
+        _, r_n, *_ = native.step(actions)
+        np.testing.assert_array_equal(r_s, r_n)
+        total_n += r_n.sum()
+    assert total_n > 0 and (total_n % 1) != 0  # process rewards were paid
+
+
+def test_render_human_prints_every_row(capsys):
+    env = gym.make_vec(COMPOSE, num_envs=2, render_mode="human")
+    env.reset(seed=0)
+    env.step(env.unwrapped.expert_actions())
+    assert env.render() is None
+    out = capsys.readouterr().out
+    assert "[0] <bos>" in out and "[1] <bos>" in out
