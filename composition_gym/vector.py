@@ -167,15 +167,8 @@ class CompositionVectorEnv(VectorEnv):
 
     @property
     def trace_format(self) -> str:
+        """The trace format of every sub-environment (reward settings: ``get_attr`` or :attr:`scorer`)."""
         return self.scorer.trace_format
-
-    @property
-    def process_reward(self) -> float:
-        return self.scorer.process_reward
-
-    @property
-    def format_penalty(self) -> float:
-        return self.scorer.format_penalty
 
     # ------------------------------------------------------------------ SyncVectorEnv-style access
     _SETTABLE = ("process_reward", "format_penalty")
