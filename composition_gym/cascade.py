@@ -304,19 +304,19 @@ class Scorer:
 
     def score(self, problem: Problem, written: Sequence[Segment], malformed: bool) -> Score:
         """Score the segments ``written`` (closed ones only, in order) of a trace of ``problem``."""
-        expected = problem.expected_segments(self.trace_format)
         tagged = self.trace_format == "tagged"
+        steps = problem.steps(self.trace_format)
         diagnosis, correct = [], []
-        for k, (step, (r, s), z) in enumerate(problem.steps(self.trace_format)):
-            got = written[k] if k < len(written) else None
-            ok = got is not None and tuple(got[1]) == expected[k][1]
-            correct.append(ok)
-            item = {"step": step, "routing": r, "skill": s, "expected": z,
-                    "generated": T.letters_of(got[1]) if got is not None else None, "correct": ok}
+        for k, (step, (r, s), z) in enumerate(steps):
+            generated = T.letters_of(written[k][1]) if k < len(written) else None
+            correct.append(generated == z)
+            item = {"step": step, "routing": r, "skill": s, "expected": z, "generated": generated,
+                    "correct": generated == z}
             if tagged:
-                item["tags_correct"] = got is not None and tuple(got[0]) == expected[k][0]
+                item["tags_correct"] = generated is not None and \
+                    tuple(written[k][0]) == (T.ROUTING_IDS[r], T.SKILL_IDS[s])
             diagnosis.append(item)
-        success = not malformed and len(written) == len(expected) and correct[-1]
+        success = not malformed and len(written) == len(steps) and correct[-1]
         reward = self.step_reward(sum(correct[:-1]), malformed, success)  # all steps' rewards at once
         return Score(float(reward), bool(success), bool(success and all(correct)), bool(malformed), diagnosis)
 

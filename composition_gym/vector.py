@@ -480,12 +480,14 @@ class CompositionVectorEnv(VectorEnv):
         st = self._states
         out = np.zeros(self.num_envs, dtype=np.int64)  # <pad>
         live = np.flatnonzero(~(self._ended | st.done))
-        segment, phase, letters = st.segment[live].tolist(), st.phase[live].tolist(), st.letters[live].tolist()
-        cur = self._cur[live].tolist()
-        for j, i in enumerate(live.tolist()):
-            expected = self._expected[i]
-            written = cur[j][: letters[j]] if phase[j] == VALUE else ()
-            out[i] = next_token(phase[j], segment[j] == len(expected) - 1, written, expected[segment[j]])
+        expected = self._expected
+        out[live] = [
+            next_token(phase, segment == len(expected[i]) - 1, cur[:letters] if phase == VALUE else (),
+                       expected[i][segment])
+            for i, phase, segment, letters, cur in zip(live.tolist(), st.phase[live].tolist(),
+                                                      st.segment[live].tolist(), st.letters[live].tolist(),
+                                                      self._cur[live].tolist())
+        ]
         return out
 
     @property
