@@ -20,6 +20,7 @@ ROUTING, SKILL, COLON, VALUE = 0, 1, 2, 3
 # What a grammatical token did (returned by the advance methods): wrote a routing or skill tag,
 # the tag's colon, a letter, or closed the segment with ``;`` (STEP) or ``<eos>`` (EOS).
 TAG_EVENT, COLON_EVENT, LETTER_EVENT, STEP_EVENT, EOS_EVENT = 0, 1, 2, 3, 4
+_STEP_ID, _EOS_ID = T.STEP_ID, T.EOS_ID  # plain globals: advance() runs once per env step
 
 
 @dataclass
@@ -135,12 +136,12 @@ class TraceGrammar:
     def advance(self, state: TraceState, token: int) -> int:
         """Move ``state`` past a grammatical ``token`` (the caller checked the mask); the event."""
         if state.phase == VALUE:
-            if token == T.STEP_ID:
+            if token == _STEP_ID:
                 state.segment += 1
                 state.letters = 0
                 state.phase = ROUTING if self.tagged else VALUE
                 return STEP_EVENT
-            if token == T.EOS_ID:
+            if token == _EOS_ID:
                 state.done = True
                 return EOS_EVENT
             state.letters += 1
