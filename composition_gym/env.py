@@ -137,7 +137,7 @@ class CompositionEnv(gym.Env):
       so all default environments of one profile share one observation space.  It must hold the
       longest prompt plus two tokens (``ValueError`` names the minimum).  Shorter than the longest
       prompt plus the longest trace is allowed as a token budget (traces that do not fit are
-      truncated and malformed) and warns once, naming the length that fits every trace.
+      truncated and malformed) and warns, naming the length that fits every trace.
     * ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns the text frame) or ``"human"``
       (the frame is printed at every reset and step, as Gymnasium's text environments do; so
       ``rl_zoo3.enjoy`` works).  Other modes raise ``TypeError``.

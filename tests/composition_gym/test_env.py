@@ -352,3 +352,14 @@ def test_reward_settings_are_settable_and_validated():
     assert env.scorer.process_reward == 0.5 and env.format_penalty == 0.0
     with pytest.raises(ValueError, match="format_penalty"):
         env.format_penalty = float("inf")
+
+
+def test_sb3_vec_env_renders_in_human_mode(capsys):
+    # rl_zoo3.enjoy builds its env this way and calls render("human").
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("composition_gym/Compose-L3-v0", n_envs=1, seed=0, env_kwargs={"render_mode": "human"})
+    venv.reset()
+    venv.step([int(venv.env_method("expert_action")[0])])
+    assert venv.render("human") is None
+    assert "trace:" in capsys.readouterr().out
