@@ -27,7 +27,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from composition_gym import tokens as T
-from composition_gym.cascade import Problem, Segment
+from composition_gym.cascade import Problem, Scorer, Segment
 from composition_gym.env import CompositionEnv, final_info, reset_info
 from composition_gym.expert import next_token
 from composition_gym.grammar import EOS_EVENT, LETTER_EVENT, STEP_EVENT, TAG_EVENT, VALUE, TraceStates
@@ -161,7 +161,7 @@ class CompositionVectorEnv(VectorEnv):
         self._started = False
 
     @property
-    def scorer(self):
+    def scorer(self) -> Scorer:
         """The :class:`~composition_gym.cascade.Scorer` of every sub-environment (the single env's)."""
         return self._template.scorer
 
@@ -226,7 +226,9 @@ class CompositionVectorEnv(VectorEnv):
                 sub-environment.
             options: ``"reset_mask"``: bool array ``(num_envs,)``, which to reset;
                 ``"problem"``: a :class:`~composition_gym.cascade.Problem` every reset
-                sub-environment plays (drawn problems are still drawn, as in the single env).
+                sub-environment plays, or a list of them, one per reset sub-environment (e.g. a
+                group of rows per problem for group-relative RL); drawn problems are still drawn,
+                as in the single env, so the seeds' streams stay aligned.
         """
         n = self.num_envs
         if seed is None:
@@ -249,11 +251,15 @@ class CompositionVectorEnv(VectorEnv):
                 raise RuntimeError("the first reset() must reset every sub-environment")
             rows = np.flatnonzero(mask)
         problem = options.pop("problem", None)
-        if problem is not None and not isinstance(problem, Problem):
-            raise TypeError(f"options['problem'] must be a Problem, got {type(problem).__name__}")
+        problems = [problem] * rows.size if problem is None or isinstance(problem, Problem) else list(problem)
+        if len(problems) != rows.size:
+            raise ValueError(f"options['problem'] lists {len(problems)} problems for {rows.size} reset "
+                             "sub-environments")
+        if not all(p is None or isinstance(p, Problem) for p in problems):
+            raise TypeError(f"options['problem'] must be a Problem or a list of them, got {problem!r:.80}")
         if options:
             raise ValueError(f"unknown reset option(s) {sorted(options)}; known: ['problem', 'reset_mask']")
-        self._start_rows(rows, [seeds[i] for i in rows], problem)
+        self._start_rows(rows, [seeds[i] for i in rows], problems)
         self._started = True
         infos: dict[str, Any] = {}
         self._add_rows(infos, rows, self._reset_infos(rows))
@@ -261,18 +267,19 @@ class CompositionVectorEnv(VectorEnv):
             self.render()
         return self._obs.copy(), infos
 
-    def _start_rows(self, rows: np.ndarray, seeds: list[int | None], problem: Problem | None = None) -> None:
+    def _start_rows(self, rows: np.ndarray, seeds: list[int | None],
+                    problems: list[Problem | None] | None = None) -> None:
         """Draw a problem for each row (as ``CompositionEnv.reset`` does) and start its episode."""
         s, width = self._segments, self.max_len
         # Ragged per-row data goes into flat lists, then into the arrays in a few scatters.
         prompt_ids: list[int] = []
         prompt_len, seg_len, n_segments, letters_flat = [], [], [], []
-        for i, seed in zip(rows.tolist(), seeds):
+        for i, seed, given in zip(rows.tolist(), seeds, problems or [None] * rows.size):
             if seed is not None or self._generators[i] is None:
                 self._generators[i], _ = seeding.np_random(seed)
             p = self._sampler.sample(self._generators[i])
-            if problem is not None:
-                p = problem
+            if given is not None:
+                p = given
             ids, self._prompt_text[i] = p.encode_prompt(self._uses_y)
             if len(ids) + 2 > width:
                 raise ValueError(f"max_len={width} is too short for a prompt of {len(ids)} tokens")

@@ -337,3 +337,21 @@ def test_render_human_prints_every_row(capsys):
     assert env.render() is None
     out = capsys.readouterr().out
     assert "[0] <bos>" in out and "[1] <bos>" in out
+
+
+def test_problem_option_takes_one_problem_per_reset_row():
+    single = gym.make(COMPOSE)
+    single.reset(seed=1)
+    a = single.unwrapped.problem
+    single.reset(seed=2)
+    b = single.unwrapped.problem
+    env = gym.make_vec(COMPOSE, num_envs=4)
+    _, info = env.reset(seed=0, options={"problem": [a, a, b, b]})  # two groups of two rows
+    assert env.unwrapped.problems == [a, a, b, b] and info["answer"].tolist() == [a.answer] * 2 + [b.answer] * 2
+    env.step(env.unwrapped.expert_actions())
+    obs, _ = env.reset(seed=0, options={"reset_mask": np.array([False, True, False, True]), "problem": [b, a]})
+    assert env.unwrapped.problems == [a, b, b, a]
+    with pytest.raises(ValueError, match="lists 3 problems for 4"):
+        env.reset(options={"problem": [a, a, b]})
+    with pytest.raises(TypeError, match="Problem"):
+        env.reset(options={"problem": ["abc"] * 4})
