@@ -220,7 +220,7 @@ class Problem:
             out += [T.TOKENS[i] for i in letters]
         return out + [T.EOS]
 
-    def steps(self, trace_format: str) -> list[tuple[int, tuple[str, str], str]]:
+    def trace_steps(self, trace_format: str) -> list[tuple[int, tuple[str, str], str]]:
         """The steps a trace in ``trace_format`` writes: ``(step number, (routing, skill), z_t)``.
 
         Every step, except in the ``answer`` format, which writes only the last one.
@@ -231,7 +231,7 @@ class Problem:
     def expected_segments(self, trace_format: str) -> list[Segment]:
         """The reference trace as ``((routing id, skill id), letter ids)``, one per segment."""
         return [((T.ROUTING_IDS[r], T.SKILL_IDS[s]), tuple(T.letter_ids(z)))
-                for _, (r, s), z in self.steps(trace_format)]
+                for _, (r, s), z in self.trace_steps(trace_format)]
 
     def score(self, written: Sequence[Segment], malformed: bool = False, trace_format: str = "values",
               process_reward: float = 0.0, format_penalty: float = 0.0) -> Score:
@@ -305,7 +305,7 @@ class Scorer:
     def score(self, problem: Problem, written: Sequence[Segment], malformed: bool) -> Score:
         """Score the segments ``written`` (closed ones only, in order) of a trace of ``problem``."""
         tagged = self.trace_format == "tagged"
-        steps = problem.steps(self.trace_format)
+        steps = problem.trace_steps(self.trace_format)
         diagnosis, correct = [], []
         for k, (step, (r, s), z) in enumerate(steps):
             generated = T.letters_of(written[k][1]) if k < len(written) else None
