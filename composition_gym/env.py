@@ -257,18 +257,17 @@ class CompositionEnv(gym.Env):
                 intermediate_correct = self._close_segment()
                 terminated = event == EOS_EVENT
         truncated = not terminated and self._pos >= self.max_len
-        malformed = malformed or truncated
         self._mask = self.grammar.mask(state, self._depth)
         info: dict[str, Any] = {"action_mask": self._mask.copy()}
-        success = False
+        reward = 0.0  # the scorer's reward for a step that ends nothing and pays no process reward
         if terminated or truncated:
             self._done = True
+            malformed = malformed or truncated
             score = self.scorer.score(self._problem, self._written, malformed)
-            success = score.is_success
             info.update(final_info(self._problem, self._prompt_text, score, self._trace_text()))
-        reward = 0.0  # what the scorer gives a step that closes nothing and ends nothing (skipped: hot path)
-        if intermediate_correct or self._done:
-            reward = float(self.scorer.step_reward(intermediate_correct, malformed, success))
+            reward = float(self.scorer.step_reward(intermediate_correct, malformed, score.is_success))
+        elif intermediate_correct:
+            reward = float(self.scorer.step_reward(True, False, False))
         if self.render_mode == "human":
             self.render()
         return self._obs.copy(), reward, terminated, truncated, info
