@@ -54,7 +54,7 @@ class BCConfig:
     dagger_rounds: int = 0
     dagger_episodes: int | None = None
     eval_episodes: int = 200
-    eval_every: int = 500
+    eval_every: int = 1000
 
     def validate(self) -> BCConfig:
         """Raise ``ValueError`` naming the first field out of range; return ``self`` when all are valid."""

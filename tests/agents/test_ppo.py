@@ -158,3 +158,68 @@ def test_train_ppo_rejects_bad_arguments(small_lm):
         train_ppo("composition_gym/Nope-v0", small_lm, 64)
     with pytest.raises(ValueError, match="algo must be"):
         bc_then_ppo(SFT_ENV, algo="recurrent_ppo")
+
+
+def _renamed_policy_module(src_path, dst_path, old: bytes, new: bytes) -> None:
+    """Copy an SB3 zip, rewriting the module its pickled policy class is imported from."""
+    import base64
+    import json
+
+    with zipfile.ZipFile(src_path) as src, zipfile.ZipFile(dst_path, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "data":
+                doc = json.loads(data)
+                raw = base64.b64decode(doc["policy_class"][":serialized:"])
+                # pickle's SHORT_BINUNICODE: opcode 0x8c, one length byte, the text
+                raw = raw.replace(b"\x8c" + bytes([len(old)]) + old, b"\x8c" + bytes([len(new)]) + new)
+                doc["policy_class"][":serialized:"] = base64.b64encode(raw).decode()
+                data = json.dumps(doc).encode()
+            dst.writestr(item, data)
+
+
+def test_a_model_saved_before_the_package_rename_gets_a_clear_message(tmp_path, small_lm):
+    model = train_ppo(SFT_ENV, small_lm, 64, algo="maskable_ppo", **FEW)
+    good = tmp_path / "good.zip"
+    model.save(good)
+    old = tmp_path / "old.zip"
+    _renamed_policy_module(good, old, b"composition_gym.agents.policy", b"agents.policy")
+    with pytest.raises(ValueError, match=r"saved before the agents moved to composition_gym\.agents") as err:
+        load_model(old)
+    assert "custom_objects" in str(err.value)
+    # The advice in the message works.
+    from composition_gym.agents.policy import MaskableTransformerPolicy
+
+    loaded = MaskablePPO.load(old, custom_objects={"policy_class": MaskableTransformerPolicy}, device="cpu")
+    assert isinstance(loaded.policy, MaskableTransformerPolicy)
+
+
+def test_run_directories_are_numbered_like_sb3(tmp_path):
+    from composition_gym.agents.ppo import next_run_dir
+
+    assert next_run_dir(tmp_path, "demo") == str(tmp_path / "demo_1")
+    (tmp_path / "demo_3").mkdir()
+    (tmp_path / "demo_x").mkdir()
+    assert next_run_dir(tmp_path, "demo") == str(tmp_path / "demo_4")  # above the highest, as SB3 numbers
+
+
+def test_train_ppo_uses_the_thread_policy_and_restores_the_callers_count(small_lm, monkeypatch):
+    from composition_gym.agents import callbacks
+
+    seen = []
+    real = callbacks.evaluate
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(callbacks, "evaluate", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        train_ppo(SFT_ENV, small_lm, 64, algo="ppo", threads=2, eval_env_ids={"id": [SFT_ENV]}, eval_freq=32,
+                  eval_episodes=1, **FEW)
+        assert seen and set(seen) == {2}  # inside training: the requested count
+        assert torch.get_num_threads() == 3  # afterwards: the caller's
+    finally:
+        torch.set_num_threads(before)
