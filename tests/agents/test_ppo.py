@@ -160,30 +160,44 @@ def test_train_ppo_rejects_bad_arguments(small_lm):
         bc_then_ppo(SFT_ENV, algo="recurrent_ppo")
 
 
-def _renamed_policy_module(src_path, dst_path, old: bytes, new: bytes) -> None:
-    """Copy an SB3 zip, rewriting the module its pickled policy class is imported from."""
+def _as_if_saved_by_the_old_package(src_path, dst_path) -> None:
+    """Copy an SB3 zip whose pickled policy class points at ``agents.policy`` (the pre-rename module)."""
     import base64
     import json
+    import sys
+    import types
 
+    import cloudpickle
+
+    old = types.ModuleType("agents.policy")
+    old.__file__ = "agents/policy.py"  # a file-backed module: cloudpickle pickles its classes by reference
+    fake = type("MaskableTransformerPolicy", (), {"__module__": "agents.policy"})
+    old.MaskableTransformerPolicy = fake
+    sys.modules["agents.policy"] = old  # present only while pickling (by reference)
+    try:
+        serialized = base64.b64encode(cloudpickle.dumps(fake)).decode()
+    finally:
+        del sys.modules["agents.policy"]
     with zipfile.ZipFile(src_path) as src, zipfile.ZipFile(dst_path, "w") as dst:
         for item in src.infolist():
             data = src.read(item.filename)
             if item.filename == "data":
                 doc = json.loads(data)
-                raw = base64.b64decode(doc["policy_class"][":serialized:"])
-                # pickle's SHORT_BINUNICODE: opcode 0x8c, one length byte, the text
-                raw = raw.replace(b"\x8c" + bytes([len(old)]) + old, b"\x8c" + bytes([len(new)]) + new)
-                doc["policy_class"][":serialized:"] = base64.b64encode(raw).decode()
+                doc["policy_class"][":serialized:"] = serialized
                 data = json.dumps(doc).encode()
             dst.writestr(item, data)
 
 
-def test_a_model_saved_before_the_package_rename_gets_a_clear_message(tmp_path, small_lm):
+def test_a_model_saved_before_the_package_rename_gets_a_clear_message(tmp_path, small_lm, monkeypatch):
     model = train_ppo(SFT_ENV, small_lm, 64, algo="maskable_ppo", **FEW)
     good = tmp_path / "good.zip"
     model.save(good)
     old = tmp_path / "old.zip"
-    _renamed_policy_module(good, old, b"composition_gym.agents.policy", b"agents.policy")
+    _as_if_saved_by_the_old_package(good, old)
+    # From the repository root the folder agents/ is importable as `agents`; a user's install is not.
+    import sys
+
+    monkeypatch.setitem(sys.modules, "agents", None)
     with pytest.raises(ValueError, match=r"saved before the agents moved to composition_gym\.agents") as err:
         load_model(old)
     assert "custom_objects" in str(err.value)
