@@ -33,7 +33,7 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("composition_gym.agents.cli:register", "behavior cloning then PPO; saves an SB3 .zip"),
     "eval": ("composition_gym.agents.cli:register", "evaluate a saved model on an ID / OOD suite"),
     "demo": ("composition_gym.agents.cli:register",
-             "BC -> PPO on the small profile, ID/OOD table (about 8 min on 2 CPU cores)"),
+             "BC -> PPO on the small profile, ID/OOD table (447 s measured on 2 shared CPU cores)"),
     "diagnose": ("composition_gym.agents.diagnostics.cli:register", "diagnose a trained model's failures"),
     "bench": ("composition_gym.benchmarks.cli:register",
               "throughput: env vs CartPole, vector env, PPO and BC, peak memory"),
