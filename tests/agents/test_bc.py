@@ -138,3 +138,25 @@ def test_heldout_curves_are_logged_during_training(tmp_path):
     # 64 / 16 = 4 steps per epoch, 8 in all: evaluations at steps 3 and 6, then the final one at 8
     for tag in ("bc/heldout_success", "bc/heldout_token_acc", "bc/heldout_success/Compose-L3-v0"):
         assert [e.step for e in acc.Scalars(tag)] == [3, 6, 8]
+
+
+def test_one_thread_policy_for_cli_and_api(monkeypatch):
+    from composition_gym.agents import settings
+
+    monkeypatch.setenv("COMPGYM_THREADS", "3")
+    assert settings.default_threads() == 3 and settings.resolve_threads(None) == 3 and settings.resolve_threads(2) == 2
+    monkeypatch.setenv("COMPGYM_THREADS", "many")
+    with pytest.raises(ValueError, match="COMPGYM_THREADS must be a positive integer"):
+        settings.default_threads()
+    monkeypatch.delenv("COMPGYM_THREADS")
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(settings.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert settings.default_threads() == 2  # idle: both cores
+    monkeypatch.setattr(settings.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert settings.default_threads() == 1  # one competing process: one thread
+
+
+def test_progress_bars_refresh_rarely_when_not_a_terminal():
+    from composition_gym.agents.settings import progress_kwargs
+
+    assert progress_kwargs()["mininterval"] >= 30  # pytest's captured stderr is not a terminal

@@ -231,9 +231,10 @@ def test_train_ppo_uses_the_thread_policy_and_restores_the_callers_count(small_l
     before = torch.get_num_threads()
     torch.set_num_threads(3)
     try:
-        train_ppo(SFT_ENV, small_lm, 64, algo="ppo", threads=2, eval_env_ids={"id": [SFT_ENV]}, eval_freq=32,
+        # One thread inside (a second one only slows a loaded test machine); one evaluation, at the start.
+        train_ppo(SFT_ENV, small_lm, 32, algo="ppo", threads=1, eval_env_ids={"id": [SFT_ENV]}, eval_freq=10_000,
                   eval_episodes=1, **FEW)
-        assert seen and set(seen) == {2}  # inside training: the requested count
+        assert seen == [1]  # inside training: the requested count
         assert torch.get_num_threads() == 3  # afterwards: the caller's
     finally:
         torch.set_num_threads(before)
