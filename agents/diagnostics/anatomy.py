@@ -17,6 +17,9 @@ Otherwise the value is a **right module, wrong execution** when it is strictly c
 distance) to the right module's output than to any alternative's and within half its length; else
 it is **unexplained**.  A step the trace never closed (ungrammatical or truncated trace) is
 **missing**.
+
+An episode counts as an error when any judged step is wrong, even if its final answer happens to be
+right (the trace is still wrong): the anatomy's error rate is ``1 - all-steps-correct``.
 """
 
 from __future__ import annotations
@@ -186,7 +189,7 @@ class Anatomy:
     """First errors of a set of episodes, with their aggregates.
 
     Attributes:
-        errors: one :class:`StepError` per failed episode.
+        errors: one :class:`StepError` per episode with a wrong step.
         episodes: number of episodes per env id (failed or not).
         depths: number of episodes per depth.
     """

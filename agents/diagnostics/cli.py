@@ -49,11 +49,11 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
 
 
 def _names(paths: list[str]) -> list[str]:
-    # Column names: file names, made unique with their parent folder (then a number) when two collide.
-    base = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    names = [b if base.count(b) == 1 else os.path.join(os.path.basename(os.path.dirname(p)), b)
-             for b, p in zip(base, paths)]
-    return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
+    """Column names: file stems; ``folder/stem`` where stems collide; ``stem#k`` where that still does."""
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+    names = [s if stems.count(s) == 1 else os.path.join(os.path.basename(os.path.dirname(p)), s)
+             for s, p in zip(stems, paths)]
+    return [n if names.count(n) == 1 else f"{s}#{i + 1}" for i, (n, s) in enumerate(zip(names, stems))]
 
 
 def register(subparsers) -> None:

@@ -1,8 +1,8 @@
 """Linear probes: can the module of each step be read off the residual stream, layer by layer?
 
 At the opener of every trace segment (see :mod:`composition_gym.agents.diagnostics.traces`) we
-read the residual stream after every block (layer 0: the embeddings) and fit one multinomial
-logistic regression per layer and target — that step's ``skill``, its ``routing`` and its ``step``
+read the residual stream after every block (layer 0: the embeddings) and fit one linear
+classifier (:class:`LinearProbe`) per layer and target — that step's ``skill``, its ``routing`` and its ``step``
 index — on ID traces, then score it on held-out ID traces and on OOD traces.  A module the model
 has *identified* is linearly decodable where the step starts, on OOD compositions as on ID ones.
 
@@ -38,48 +38,37 @@ def labels(samples: Sequence[Any]) -> dict[str, list]:
 
 @dataclass
 class LinearProbe:
-    """Multinomial logistic regression on standardised features, fit by full-batch L-BFGS.
+    """A linear classifier: ridge least squares from standardised features to one-hot labels.
 
-    Deterministic: the weights start at zero and L-BFGS uses no randomness.
+    Closed form and deterministic (no optimiser, no seed); on these probes it ranks layers as a
+    logistic regression does, at a fraction of the cost.
 
     Args:
-        l2: weight decay on the weights (not the bias), relative to the mean loss.
-        max_iter: L-BFGS iterations.
+        ridge: L2 penalty per training example (on the weights, not the bias).
     """
 
-    l2: float = 1e-3
-    max_iter: int = 200
+    ridge: float = 1e-2
     classes: list = field(default_factory=list)
 
     def fit(self, x: np.ndarray, y: Sequence) -> LinearProbe:
-        import torch
-
         x = np.asarray(x, dtype=np.float64)
         if x.ndim != 2 or len(x) != len(y) or len(y) == 0:
             raise ValueError(f"features must be [N, d] with N = len(labels) > 0, got {x.shape} and {len(y)} labels")
         self.classes = sorted(set(y), key=str)
         index = {c: i for i, c in enumerate(self.classes)}
         self._mean, self._std = x.mean(0), x.std(0) + 1e-6
-        xt = torch.as_tensor((x - self._mean) / self._std)
-        yt = torch.as_tensor([index[c] for c in y])
-        w = torch.zeros(x.shape[1], len(self.classes), dtype=torch.float64, requires_grad=True)
-        b = torch.zeros(len(self.classes), dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], max_iter=self.max_iter, line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.cross_entropy(xt @ w + b, yt) + self.l2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        if len(self.classes) > 1:
-            opt.step(closure)
-        self._w, self._b = w.detach().numpy(), b.detach().numpy()
+        z = np.hstack([(x - self._mean) / self._std, np.ones((len(x), 1))])
+        target = np.zeros((len(y), len(self.classes)))
+        target[np.arange(len(y)), [index[c] for c in y]] = 1.0
+        penalty = self.ridge * len(x) * np.eye(z.shape[1])
+        penalty[-1, -1] = 0.0  # the bias is free
+        self._w = np.linalg.solve(z.T @ z + penalty, z.T @ target)
         return self
 
     def predict(self, x: np.ndarray) -> list:
-        z = ((np.asarray(x, dtype=np.float64) - self._mean) / self._std) @ self._w + self._b
-        return [self.classes[i] for i in z.argmax(1)]
+        z = (np.asarray(x, dtype=np.float64) - self._mean) / self._std
+        scores = z @ self._w[:-1] + self._w[-1]
+        return [self.classes[i] for i in scores.argmax(1)]
 
 
 def score(probe: LinearProbe, x: np.ndarray, y: Sequence) -> dict[str, Any]:
@@ -104,7 +93,7 @@ def chance(train_y: Sequence, test_y: Sequence) -> float:
 
 
 def probe_layers(train_x: np.ndarray, train_y: dict[str, list], tests: dict[str, tuple[np.ndarray, dict[str, list]]],
-                 l2: float = 1e-3) -> dict[str, Any]:
+                 ridge: float = 1e-2) -> dict[str, Any]:
     """Fit a probe per layer and target on ``train_x [layers, N, d]``, score it on each test set.
 
     Returns ``{"acc": {target: {test: [per layer]}}, "per_class": {target: {test: [per layer]}},
@@ -113,7 +102,7 @@ def probe_layers(train_x: np.ndarray, train_y: dict[str, list], tests: dict[str,
     out: dict[str, Any] = {"acc": {}, "per_class": {}, "chance": {}, "n": {}, "unseen": {}}
     for target in TARGETS:
         ys = train_y[target]
-        probes = [LinearProbe(l2=l2).fit(train_x[layer], ys) for layer in range(train_x.shape[0])]
+        probes = [LinearProbe(ridge).fit(train_x[layer], ys) for layer in range(train_x.shape[0])]
         for key in ("acc", "per_class", "chance", "unseen"):
             out[key][target] = {}
         for name, (x, y) in tests.items():

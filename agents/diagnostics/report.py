@@ -131,11 +131,11 @@ def summary_scalars(result: dict[str, Any]) -> dict[str, float]:
     s: dict[str, float] = {}
     an = result["anatomy"]
     for env, row in an["by_env"].items():
-        s[f"success/{env}"] = 1.0 - row["errors"] / row["n"] if row["n"] else float("nan")
+        s[f"all_steps_correct/{env}"] = 1.0 - row["errors"] / row["n"] if row["n"] else float("nan")
         for c in ("wrong_module", "wrong_execution", "unexplained", "missing"):
             s[f"anatomy/{env}/{c}"] = row[c]
     for env, n in an["episodes"].items():  # envs without any error
-        s.setdefault(f"success/{short_name(env)}", 1.0)
+        s.setdefault(f"all_steps_correct/{short_name(env)}", 1.0)
     for d, row in an["first_step"].items():
         s[f"first_step/L{d}/rate"] = row["rate"]
         for c in ("wrong_module", "wrong_execution", "unexplained", "missing"):
@@ -175,7 +175,7 @@ def comparison_rows(result: dict[str, Any]) -> dict[str, str]:
         env = short_name(env)
         row = an["by_env"].get(env, {"errors": 0, "wrong_module": 0.0, "wrong_execution": 0.0, "unexplained": 0.0,
                                      "missing": 0.0})
-        rows[f"success {env}"] = pct(1 - row["errors"] / n)
+        rows[f"all steps right {env}"] = pct(1 - row["errors"] / n)
         rows[f"1st error module/exec/other {env}"] = " / ".join(
             pct(row[c]) for c in ("wrong_module", "wrong_execution")) + f" / {pct(row['unexplained'] + row['missing'])}"
     for d, row in an["first_step"].items():
