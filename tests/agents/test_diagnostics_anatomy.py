@@ -51,7 +51,7 @@ class WrongSkillAt2:
 
 
 def test_expert_has_no_errors():
-    an = error_anatomy(ExpertAgent(), ["Compose-L3", "OOD-Depth-L4"], 25, seed=3)
+    an = error_anatomy(ExpertAgent(), ["Compose-L3-v0", "OOD-Depth-L4-v0"], 25, seed=3)
     assert an.errors == []
     assert an.total == 50 and an.depths == {3: 25, 4: 25}
     assert an.first_step_error(4)["rate"] == 0.0
@@ -126,4 +126,4 @@ def test_tokens_and_info_diagnosis_agree_and_aggregates_add_up():
 
 def test_bad_episode_count():
     with pytest.raises(ValueError, match="episodes"):
-        error_anatomy(ExpertAgent(), "Compose-L3", 0)
+        error_anatomy(ExpertAgent(), "Compose-L3-v0", 0)

@@ -22,7 +22,7 @@ def test_call_owners_follow_the_nesting():
 
 
 def test_token_owners_cover_head_program_and_trace():
-    s = expert_traces("Compose-L3", 1, 0)[0]
+    s = expert_traces("Compose-L3-v0", 1, 0)[0]
     owners = token_owners(s)
     assert owners[0] == HEAD and owners[s.prompt_len - 1] == TRACE and (owners[s.prompt_len:] == TRACE).all()
     assert set(owners[(owners != HEAD) & (owners != TRACE)]) == {0, 1, 2, 3}
@@ -46,7 +46,7 @@ def test_hand_built_attention_gives_the_expected_call_mass():
 
 
 def test_recomputed_attention_reproduces_each_block(small_lm):
-    ids = pad([s.ids for s in expert_traces("OOD-Depth-L4", 3, 0)])
+    ids = pad([s.ids for s in expert_traces("OOD-Depth-L4-v0", 3, 0)])
     h = residual_stream(small_lm, ids)
     weights = attention_weights(small_lm, ids)
     with torch.no_grad():
@@ -60,7 +60,7 @@ def test_recomputed_attention_reproduces_each_block(small_lm):
 
 
 def test_attention_to_calls_masses_sum_to_one(small_lm):
-    samples = expert_traces("Compose-L3", 6, 1)
+    samples = expert_traces("Compose-L3-v0", 6, 1)
     r = attention_to_calls(small_lm, samples, batch_size=4)
     total = sum(np.asarray(r[k]) for k in ("call", "other_calls", "input", "trace"))
     assert np.allclose(total, 1.0, atol=1e-5)

@@ -11,7 +11,7 @@ import pytest
 from composition_gym.agents.diagnostics.cli import main, register
 from composition_gym.agents.diagnostics.report import DiagnoseConfig, diagnose, summary_scalars, write_scalars
 
-TINY = ["--env", "Compose-L3", "OOD-Depth-L4", "--episodes", "6", "--probe-episodes", "12",
+TINY = ["--env", "Compose-L3-v0", "OOD-Depth-L4-v0", "--episodes", "6", "--probe-episodes", "12",
         "--probe-test-episodes", "6", "--attention-episodes", "4"]
 
 
@@ -41,7 +41,7 @@ def test_cli_writes_json_and_figure(tiny_path, tmp_path, capsys):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.pt"), *TINY]) == 2
     assert "no TransformerLM checkpoint" in capsys.readouterr().err
-    assert main([str(tmp_path / "missing.pt"), "--env", "Compose-L33"]) == 2
+    assert main([str(tmp_path / "missing.pt"), "--env", "Compose-L33-v0"]) == 2
     assert "did you mean" in capsys.readouterr().err
 
 
@@ -62,7 +62,7 @@ def test_scalars_for_tensorboard_and_anatomy_only_agents(small_lm):
 
     from composition_gym.agents import ExpertAgent
 
-    config = DiagnoseConfig(env_ids=["Compose-L3"], episodes=5, probe_episodes=8, probe_test_episodes=4,
+    config = DiagnoseConfig(env_ids=["Compose-L3-v0"], episodes=5, probe_episodes=8, probe_test_episodes=4,
                             attention_episodes=3)
     expert = diagnose(ExpertAgent(), config)
     assert expert["probes"] is None and expert["attention"] is None  # no transformer inside

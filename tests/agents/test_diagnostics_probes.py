@@ -55,7 +55,7 @@ def test_labels_unseen_in_training_are_counted_not_scored():
 
 
 def test_residual_stream_matches_the_model(small_lm):
-    samples = expert_traces("Compose-L3", 4, 0)
+    samples = expert_traces("Compose-L3-v0", 4, 0)
     ids = pad([s.ids for s in samples])
     layers = residual_stream(small_lm, ids)
     assert len(layers) == small_lm.config.n_layers + 1
@@ -69,8 +69,8 @@ def test_residual_stream_matches_the_model(small_lm):
 
 def test_run_probes_is_deterministic_and_reports_unseen_steps(small_lm):
     kw = dict(episodes=40, test_episodes=15, seed=2)
-    a = run_probes(small_lm, "Compose-L3", ["Compose-L3", "OOD-Depth-L4"], **kw)
-    b = run_probes(small_lm, "Compose-L3", ["Compose-L3", "OOD-Depth-L4"], **kw)
+    a = run_probes(small_lm, "Compose-L3-v0", ["Compose-L3-v0", "OOD-Depth-L4-v0"], **kw)
+    b = run_probes(small_lm, "Compose-L3-v0", ["Compose-L3-v0", "OOD-Depth-L4-v0"], **kw)
     assert a["acc"] == b["acc"]
     assert a["layers"] == [0, 1, 2]
     assert a["unseen"]["step"] == {"Compose-L3-v0": 0, "OOD-Depth-L4-v0": 15}  # step 4 never in training
@@ -78,4 +78,4 @@ def test_run_probes_is_deterministic_and_reports_unseen_steps(small_lm):
     for accs in a["acc"]["skill"].values():
         assert all(0.0 <= v <= 1.0 for v in accs)
     with pytest.raises(ValueError, match="source"):
-        run_probes(small_lm, "Compose-L3", ["Compose-L3"], source="teacher")
+        run_probes(small_lm, "Compose-L3-v0", ["Compose-L3-v0"], source="teacher")
