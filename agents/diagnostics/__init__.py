@@ -25,7 +25,7 @@ _EXPORTS = {
     "attention_to_calls": "attention", "call_owners": "attention",
     "TraceSample": "traces", "expert_traces": "traces", "agent_traces": "traces",
     "DiagnoseConfig": "report", "diagnose": "report", "comparison_table": "report", "save_figure": "report",
-    "save_json": "report", "summary_scalars": "report", "write_scalars": "report",
+    "save_json": "report", "summary_scalars": "report", "write_scalars": "report", "log_to_tensorboard": "report",
 }
 
 

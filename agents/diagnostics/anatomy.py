@@ -5,6 +5,8 @@ each step, and the module library.  For the first wrong step ``t`` of a failed e
 earlier intermediate is right, so the agent's working memory equals the reference one
 (``x, y, z_1 … z_{t-1}``) and we can ask which *other* module reproduces the value it wrote:
 
+* ``call``: the module of *another call of the same program* (``(r_u, s_u)``, ``u != t``) — the
+  agent read the wrong nested call;
 * ``skill``: the step's routing with another skill of the profile;
 * ``routing``: another routing of the profile with the step's skill;
 * ``operand``: the step's own module applied to another memory entry than ``z_{t-1}``
@@ -36,7 +38,7 @@ from composition_gym.profiles import Profile
 from composition_gym.registration import short_name
 
 CATEGORIES = ("wrong_module", "wrong_execution", "unexplained", "missing")
-KINDS = ("skill", "routing", "operand", "skip", "both")
+KINDS = ("call", "skill", "routing", "operand", "skip", "both")
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,9 @@ def alternatives(problem: Problem, step: int, profile: Profile) -> list[tuple[st
     x, y, a = problem.x, problem.y, profile.alphabet
     prev = problem.values[step - 2] if step > 1 else x
     out: list[tuple[str, str, str]] = []
+    for u, (ru, su) in enumerate(problem.cascade.steps, 1):
+        if u != step and (ru, su) != (r, s):
+            out.append(("call", f"{ru}.{su}(step {u})", ROUTINGS[ru].apply(SKILLS[su], prev, x, y, a)))
     for s2 in profile.skills:
         if s2 != s:
             out.append(("skill", f"{r}.{s2}", ROUTINGS[r].apply(SKILLS[s2], prev, x, y, a)))
@@ -200,6 +205,7 @@ class Anatomy:
 
     @property
     def total(self) -> int:
+        """Number of episodes analysed."""
         return sum(self.episodes.values())
 
     def _split(self, key, denominator, errors: list[StepError] | None = None) -> dict[str, dict[str, float]]:

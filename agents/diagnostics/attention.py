@@ -97,14 +97,16 @@ def attention_to_calls(lm: Any, samples: Sequence[Any], batch_size: int = 128) -
     """Attention-to-the-call summary of ``lm`` over ``samples`` (all steps each trace reached).
 
     Returns ``{bucket: [layer][head]}`` means, ``share`` ``[layer][head]`` (mean over steps of
-    ``call / (call + other_calls)``), ``share_by_step`` ``{t: [layer][head]}``, ``chance_share``
-    and ``n`` (steps averaged).
+    ``call / (call + other_calls)``), ``share_by_step`` ``{t: [layer][head]}``, ``to_call``
+    ``{t: [layer][head][c - 1]}`` (mass from step ``t`` to call ``c``: which call a step reads
+    instead of its own), ``chance_share`` and ``n`` (steps averaged).
     """
     from composition_gym.agents.diagnostics.hooks import pad
 
     lm.eval()
     sums: dict[str, Any] = {}
     by_step: dict[int, list] = {}
+    to_call: dict[int, list] = {}
     chance, n = [], 0
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
@@ -119,12 +121,19 @@ def attention_to_calls(lm: Any, samples: Sequence[Any], batch_size: int = 128) -
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0) + v
                 by_step.setdefault(t, []).append(m["share"])
+                rows = np.stack([layer[b][:, list(queries), : len(owners)] for layer in layers])  # [layers, H, Q, T]
+                calls = np.stack([rows[..., owners == c].sum(-1).mean(-1) for c in range(1, s.depth + 1)], -1)
+                to_call.setdefault(t, []).append(calls)  # [layers, H, L]: where step t's queries look
                 chance.append(np.sum(owners == t) / max(np.sum(owners >= 1), 1))
                 n += 1
     if not n:
         raise ValueError("no trace step to read attention from")
     out = {k: (v / n).tolist() for k, v in sums.items()}
     out["share_by_step"] = {str(t): np.mean(v, axis=0).tolist() for t, v in sorted(by_step.items())}
+    # Samples of one env share a depth, so the per-call vectors stack; mixed depths are padded with 0.
+    width = max(v.shape[-1] for vs in to_call.values() for v in vs)
+    out["to_call"] = {str(t): np.mean([np.pad(v, ((0, 0), (0, 0), (0, width - v.shape[-1]))) for v in vs], axis=0).tolist()
+                      for t, vs in sorted(to_call.items())}
     out["chance_share"] = float(np.mean(chance))
     out["n"] = n
     return out

@@ -161,6 +161,16 @@ def write_scalars(writer: Any, result: dict[str, Any], step: int, prefix: str = 
         writer.add_scalar(f"{prefix}/{name}", value, step)
 
 
+def log_to_tensorboard(writer: Any, model: Any, step: int, config: DiagnoseConfig | None = None) -> dict[str, Any]:
+    """Inside training: :func:`diagnose` the current model and :func:`write_scalars` its numbers; returns the result.
+
+    Keep ``config`` small there (e.g. ``episodes=50``): it runs greedy rollouts on every env.
+    """
+    result = diagnose(model, config)
+    write_scalars(writer, result, step)
+    return result
+
+
 def comparison_rows(result: dict[str, Any]) -> dict[str, str]:
     """The comparison table's cells for one :func:`diagnose` result: ``{row label: text}``.
 
@@ -285,4 +295,4 @@ def save_figure(results: dict[str, dict[str, Any]], path: str) -> str:
 
 
 __all__ = ["DiagnoseConfig", "as_lm", "comparison_table", "diagnose", "load", "save_figure", "save_json",
-           "summary_scalars", "write_scalars", "comparison_rows"]
+           "summary_scalars", "write_scalars", "comparison_rows", "log_to_tensorboard"]

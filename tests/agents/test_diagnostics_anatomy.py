@@ -65,10 +65,12 @@ def test_wrong_skill_at_step_2_is_a_wrong_module_at_step_2():
     assert len(used) >= 30  # the swap happened in most problems
     assert len(an.errors) == len(used)
     for e in an.errors:
-        assert (e.step, e.category, e.kind) == (2, "wrong_module", "skill")
-    assert sorted(e.used for e in an.errors) == sorted(used)
+        assert (e.step, e.category) == (2, "wrong_module") and "skill" in e.kinds
+        assert e.kind in ("call", "skill")  # "call" when another call of the program uses that skill too
+    skill_hits = [e.used for e in an.errors if e.kind == "skill"]
+    assert len(skill_hits) >= len(used) // 2 and set(skill_hits) <= set(used)
     assert an.by_step(3)["2"]["wrong_module"] == pytest.approx(len(used) / 40)
-    assert an.kinds() == {"skill": len(used)}
+    assert sum(an.kinds().values()) == len(used)
 
 
 def _problem():
@@ -82,6 +84,7 @@ def _problem():
     (2, "bac", ("wrong_module", ("routing", "skip", "both"), "Left.Sort")),  # copied z1
     (3, "cbd", ("wrong_module", ("operand",), "Chain.Shift(z1)")),     # Shift on z1, not z2
     (3, "dbc", ("wrong_module", ("operand",), "Chain.Shift(X)")),      # Shift on X
+    (2, "cab", ("wrong_module", ("call", "both"), "Chain.Rev(step 1)")),  # step 1's module again
     (2, "aabbcd", ("wrong_execution", (), "")),                         # one letter off
     (2, "ffffff", ("unexplained", (), "")),
     (2, None, ("missing", (), "")),

@@ -67,5 +67,10 @@ def test_attention_to_calls_masses_sum_to_one(small_lm):
     assert np.asarray(r["share"]).shape == (small_lm.config.n_layers, small_lm.config.n_heads)
     assert r["n"] == 18 and set(r["share_by_step"]) == {"1", "2", "3"}
     assert 0 < r["chance_share"] < 1
+    to_call = np.asarray(r["to_call"]["2"])  # [layers, H, 3 calls]
+    assert to_call.shape == (small_lm.config.n_layers, small_lm.config.n_heads, 3)
+    own = np.mean([np.asarray(r["to_call"][str(t)])[..., t - 1] for t in (1, 2, 3)], axis=0)
+    assert np.allclose(own, r["call"], atol=1e-6)  # every trace has 3 steps: own-call mass, step by step
+    assert (to_call >= 0).all() and (to_call.sum(-1) <= 1 + 1e-6).all()
     s = summarise(r)
     assert all(m <= b + 1e-12 for m, b in zip(s["mean_head"], s["best_head"]))

@@ -9,7 +9,8 @@ import math
 import pytest
 
 from composition_gym.agents.diagnostics.cli import main, register
-from composition_gym.agents.diagnostics.report import DiagnoseConfig, diagnose, summary_scalars, write_scalars
+from composition_gym.agents.diagnostics.report import (
+    DiagnoseConfig, diagnose, log_to_tensorboard, summary_scalars)
 
 TINY = ["--env", "Compose-L3-v0", "OOD-Depth-L4-v0", "--episodes", "6", "--probe-episodes", "12",
         "--probe-test-episodes", "6", "--attention-episodes", "4"]
@@ -68,7 +69,8 @@ def test_scalars_for_tensorboard_and_anatomy_only_agents(small_lm):
     assert expert["probes"] is None and expert["attention"] is None  # no transformer inside
     assert summary_scalars(expert)["all_steps_correct/Compose-L3-v0"] == 1.0
     w = Writer()
-    write_scalars(w, diagnose(small_lm, config), step=7)
+    result = log_to_tensorboard(w, small_lm, 7, config)
+    assert result["probes"] is not None
     tags = {t for t, _, _ in w.rows}
     assert all(t.startswith("diag/") for t in tags) and all(s == 7 for _, _, s in w.rows)
     assert {"diag/first_step/L3/rate", "diag/probe/skill/Compose-L3-v0/layer2",
