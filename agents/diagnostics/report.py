@@ -227,8 +227,8 @@ def save_json(results: dict[str, dict[str, Any]], path: str) -> None:
 
 
 def save_figure(results: dict[str, dict[str, Any]], path: str) -> str:
-    """One PNG, three panels: first-error anatomy per env, probe accuracy by layer (ID solid, OOD
-    dashed), attention share to the own call by layer.  Returns ``path``."""
+    """One PNG, three panels: first-error anatomy per env, skill-probe accuracy by layer per env,
+    attention share to the own call by layer per env (one line style per model).  Returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -236,6 +236,7 @@ def save_figure(results: dict[str, dict[str, Any]], path: str) -> str:
     import numpy as np
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    styles = ["-", "--", ":", "-."]  # one line style per model
     colors = {"wrong_module": "tab:red", "wrong_execution": "tab:orange", "unexplained": "tab:gray",
               "missing": "tab:purple"}
     ax = axes[0]
@@ -251,25 +252,18 @@ def save_figure(results: dict[str, dict[str, Any]], path: str) -> str:
     ax.set_ylabel("fraction of episodes")
     ax.set_title("first wrong step: what went wrong")
     ax.legend(fontsize=7)
-    styles = ["-", "--", ":", "-."]
     ax = axes[1]
-    ids = set(map(short_name, suite("id")))
     for m, (name, r) in enumerate(results.items()):
         if not r.get("probes"):
             continue
-        for target, color in (("skill", "tab:blue"), ("routing", "tab:green")):
-            per_env = r["probes"]["acc"][target]
-            for split, style in (("ID", "-"), ("OOD", "--")):
-                rows = [accs for env, accs in per_env.items() if (env in ids) == (split == "ID")]
-                if rows:
-                    mean = np.nanmean(np.asarray(rows, dtype=float), axis=0)
-                    ax.plot(range(len(mean)), mean, style, color=color, marker="os^v"[m % 4],
-                            label=f"{target} {split}" + (f" [{name}]" if len(results) > 1 else ""))
-            ax.axhline(np.mean(list(r["probes"]["chance"][target].values())), color=color, lw=0.7, ls=":")
+        for j, (env, accs) in enumerate(r["probes"]["acc"]["skill"].items()):
+            ax.plot(range(len(accs)), accs, styles[m % 4], marker="o", color=f"C{j}",
+                    label=env + (f" [{name}]" if len(results) > 1 else ""))
+            ax.axhline(r["probes"]["chance"]["skill"][env], color=f"C{j}", lw=0.7, ls=":")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("probe accuracy")
-    ax.set_title("probes at each step's opener (ID solid, OOD dashed)")
+    ax.set_ylabel("probe accuracy (dotted: chance)")
+    ax.set_title("skill probe at each step's opener (fit on ID)")
     ax.set_ylim(0, 1.02)
     ax.legend(fontsize=6)
     ax = axes[2]
