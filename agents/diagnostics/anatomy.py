@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from composition_gym import tokens as T
 from composition_gym.cascade import Problem, parse_prompt, parse_trace
@@ -54,6 +54,7 @@ class StepError:
         used: the alternative that reproduces it first, e.g. ``"Chain.Sort"`` or ``"Chain.Rev(X)"``
             (``""`` when none does).
         expected, generated: the reference ``z_t`` and what the agent wrote (``None``: missing).
+        read_step: for kind ``call``, the step whose module was used (else 0).
     """
 
     env_id: str
@@ -67,6 +68,7 @@ class StepError:
     used: str
     expected: str
     generated: str | None
+    read_step: int = 0
 
     @property
     def kind(self) -> str:
@@ -85,56 +87,68 @@ def edit_distance(a: str, b: str) -> int:
     return prev[-1]
 
 
-def alternatives(problem: Problem, step: int, profile: Profile) -> list[tuple[str, str, str]]:
-    """``(kind, label, value)`` for every other module the agent could have run at ``step`` (1-based).
+class Classification(NamedTuple):
+    """What :func:`classify_step` found: the category, every matching kind, the first matching
+    alternative's label, and for kind ``call`` the step whose module was used (else 0)."""
+
+    category: str
+    kinds: tuple[str, ...]
+    used: str = ""
+    read_step: int = 0
+
+
+def alternatives(problem: Problem, step: int, profile: Profile) -> list[tuple[str, str, str, int]]:
+    """``(kind, label, value, other step)`` for every other module the agent could have run at
+    ``step`` (1-based); ``other step`` is the call whose module it is (kind ``call``), else 0.
 
     The memory is the reference one: ``prev = z_{step-1}`` (``X`` at step 1).
     """
     r, s = problem.cascade.steps[step - 1]
     x, y, a = problem.x, problem.y, profile.alphabet
     prev = problem.values[step - 2] if step > 1 else x
-    out: list[tuple[str, str, str]] = []
+    out: list[tuple[str, str, str, int]] = []
     for u, (ru, su) in enumerate(problem.cascade.steps, 1):
         if u != step and (ru, su) != (r, s):
-            out.append(("call", f"{ru}.{su}(step {u})", ROUTINGS[ru].apply(SKILLS[su], prev, x, y, a)))
+            out.append(("call", f"{ru}.{su}(step {u})", ROUTINGS[ru].apply(SKILLS[su], prev, x, y, a), u))
     for s2 in profile.skills:
         if s2 != s:
-            out.append(("skill", f"{r}.{s2}", ROUTINGS[r].apply(SKILLS[s2], prev, x, y, a)))
+            out.append(("skill", f"{r}.{s2}", ROUTINGS[r].apply(SKILLS[s2], prev, x, y, a), 0))
     for r2 in profile.routings:
         if r2 != r:
-            out.append(("routing", f"{r2}.{s}", ROUTINGS[r2].apply(SKILLS[s], prev, x, y, a)))
+            out.append(("routing", f"{r2}.{s}", ROUTINGS[r2].apply(SKILLS[s], prev, x, y, a), 0))
     operands = {"X": x, **({"Y": y} if profile.uses_y else {}),
                 **{f"z{k}": problem.values[k - 1] for k in range(step - 2, 0, -1)}}
     seen = {prev}
     for name, operand in operands.items():
         if operand not in seen:  # the same string as the right operand is no alternative
             seen.add(operand)
-            out.append(("operand", f"{r}.{s}({name})", ROUTINGS[r].apply(SKILLS[s], operand, x, y, a)))
-    out.append(("skip", "copy", prev))
+            out.append(("operand", f"{r}.{s}({name})", ROUTINGS[r].apply(SKILLS[s], operand, x, y, a), 0))
+    out.append(("skip", "copy", prev, 0))
     for r2 in profile.routings:
         for s2 in profile.skills:
             if r2 != r and s2 != s:
-                out.append(("both", f"{r2}.{s2}", ROUTINGS[r2].apply(SKILLS[s2], prev, x, y, a)))
+                out.append(("both", f"{r2}.{s2}", ROUTINGS[r2].apply(SKILLS[s2], prev, x, y, a), 0))
     return out
 
 
-def classify_step(problem: Problem, step: int, generated: str | None, profile: Profile) -> tuple[str, tuple[str, ...], str]:
-    """``(category, kinds, used)`` for a wrong value ``generated`` at ``step`` (see the module doc)."""
+def classify_step(problem: Problem, step: int, generated: str | None, profile: Profile) -> Classification:
+    """The :class:`Classification` of a wrong value ``generated`` at ``step`` (see the module doc)."""
     expected = problem.values[step - 1]
     if generated is None:
-        return "missing", (), ""
+        return Classification("missing", ())
     if generated == expected:
         raise ValueError(f"step {step} is correct ({generated!r}); only wrong steps are classified")
     alts = [a for a in alternatives(problem, step, profile) if a[2] != expected]  # indistinguishable here
-    hits = [(kind, label) for kind, label, value in alts if value == generated]
+    hits = [(kind, label, other) for kind, label, value, other in alts if value == generated]
     if hits:
         kinds = tuple(k for k in KINDS if any(h[0] == k for h in hits))
-        return "wrong_module", kinds, next(label for kind, label in hits if kind == kinds[0])
+        _, used, other = next(h for h in hits if h[0] == kinds[0])
+        return Classification("wrong_module", kinds, used, other)
     d_right = edit_distance(generated, expected)
-    d_alt = min((edit_distance(generated, v) for _, _, v in alts), default=len(generated) + len(expected))
+    d_alt = min((edit_distance(generated, a[2]) for a in alts), default=len(generated) + len(expected))
     if d_right < d_alt and 2 * d_right <= max(len(expected), 1):
-        return "wrong_execution", (), ""
-    return "unexplained", (), ""
+        return Classification("wrong_execution", ())
+    return Classification("unexplained", ())
 
 
 @dataclass
@@ -182,10 +196,10 @@ class EpisodeSteps:
         for step, value in zip(self.judged, self.generated):
             want = p.values[step - 1]
             if value != want:
-                category, kinds, used = classify_step(p, step, value, self.profile)
+                c = classify_step(p, step, value, self.profile)
                 r, s = p.cascade.steps[step - 1]
-                return StepError(self.env_id, self.seed, p.cascade.depth, step, r, s, category, kinds, used,
-                                 want, value)
+                return StepError(self.env_id, self.seed, p.cascade.depth, step, r, s, c.category, c.kinds, c.used,
+                                 want, value, c.read_step)
         return None
 
 
@@ -243,6 +257,15 @@ class Anatomy:
         """How often each wrong-module kind came first."""
         return dict(Counter(e.kind for e in self.errors if e.category == "wrong_module"))
 
+    def call_offsets(self) -> dict[str, dict[str, int]]:
+        """Per depth, how far from its own call was the call whose module a step used (kind
+        ``call`` first): ``{"4": {"+1": 93, "-1": 6}}``; ``+1`` is the next outer call."""
+        out: dict[str, Counter] = defaultdict(Counter)
+        for e in self.errors:
+            if e.kind == "call":
+                out[str(e.depth)][f"{e.read_step - e.step:+d}"] += 1
+        return {d: dict(sorted(c.items())) for d, c in sorted(out.items())}
+
     def confusions(self, top: int = 10) -> list[tuple[str, str, int]]:
         """The most frequent ``(right module, module used instead, count)`` pairs."""
         c = Counter((f"{e.routing}.{e.skill}", e.used) for e in self.errors if e.used)
@@ -262,7 +285,7 @@ class Anatomy:
             "episodes": self.episodes, "by_env": self.by_env(), "by_depth": self.by_depth(),
             "by_step": {str(d): self.by_step(d) for d in sorted(self.depths)},
             "first_step": {str(d): self.first_step_error(d) for d in sorted(self.depths)},
-            "kinds": self.kinds(), "by_module": self.by_module(),
+            "kinds": self.kinds(), "call_offsets": self.call_offsets(), "by_module": self.by_module(),
             "confusions": [list(c) for c in self.confusions()],
             "errors": [asdict(e) | {"kinds": list(e.kinds)} for e in self.errors],
         }
@@ -317,5 +340,5 @@ def anatomy_of_episodes(records: Iterable[Any]) -> Anatomy:
     return analyse(steps)
 
 
-__all__ = ["CATEGORIES", "KINDS", "Anatomy", "EpisodeSteps", "StepError", "alternatives", "analyse",
+__all__ = ["CATEGORIES", "KINDS", "Anatomy", "EpisodeSteps", "StepError", "Classification", "alternatives", "analyse",
            "anatomy_of_episodes", "classify_step", "error_anatomy", "edit_distance"]

@@ -192,6 +192,8 @@ def comparison_rows(result: dict[str, Any]) -> dict[str, str]:
         rows[f"L={d} wrong at step 1 (module/exec/other)"] = (
             f"{pct(row['rate'])} ({pct(row['wrong_module'])}/{pct(row['wrong_execution'])}/"
             f"{pct(row['unexplained'] + row['missing'])})")
+    for d, offsets in an.get("call_offsets", {}).items():
+        rows[f"L={d} 1st errors reading call t+k (k: count)"] = ", ".join(f"{k}: {n}" for k, n in offsets.items())
     if result.get("probes"):
         p = result["probes"]
         for target, per_env in p["acc"].items():

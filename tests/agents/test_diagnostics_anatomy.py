@@ -90,7 +90,9 @@ def _problem():
     (2, None, ("missing", (), "")),
 ])
 def test_classify_step_cases(step, generated, want):
-    assert classify_step(_problem(), step, generated, SMALL) == want
+    c = classify_step(_problem(), step, generated, SMALL)
+    assert c[:3] == want
+    assert c.read_step == (1 if c.kinds[:1] == ("call",) else 0)
 
 
 def test_classify_rejects_a_correct_step():
@@ -130,3 +132,13 @@ def test_tokens_and_info_diagnosis_agree_and_aggregates_add_up():
 def test_bad_episode_count():
     with pytest.raises(ValueError, match="episodes"):
         error_anatomy(ExpertAgent(), "Compose-L3-v0", 0)
+
+
+def test_call_offsets_count_which_call_was_read():
+    p = _problem()
+    ep = EpisodeSteps("composition_gym/Compose-L3-v0", 0, p, [1, 2, 3], ["bac", "cab", None], SMALL)
+    an = analyse([ep])
+    (e,) = an.errors
+    assert (e.step, e.kind, e.read_step) == (2, "call", 1)
+    assert an.call_offsets() == {"3": {"-1": 1}}
+    assert an.to_dict()["call_offsets"] == {"3": {"-1": 1}}
