@@ -83,3 +83,11 @@ def test_config_errors():
         DiagnoseConfig(episodes=0).validate()
     with pytest.raises(ValueError, match="source"):
         DiagnoseConfig(source="teacher").validate()
+
+
+def test_package_exports_load_lazily():
+    import composition_gym.agents.diagnostics as d
+
+    assert all(callable(getattr(d, name)) for name in d.__all__)
+    with pytest.raises(AttributeError, match="no attribute"):
+        d.not_a_name  # noqa: B018
