@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
 from composition_gym import tokens as T
-from composition_gym.cascade import Problem, parse_prompt, parse_trace
+from composition_gym.cascade import Problem, parse_prompt
 from composition_gym.modules import ROUTINGS, SKILLS
 from composition_gym.profiles import Profile
 from composition_gym.registration import short_name
@@ -183,8 +183,7 @@ class EpisodeSteps:
         ids = [int(i) for i in tokens if int(i) != T.PAD_ID]
         problem = parse_prompt(ids, profile.alphabet)
         trace = ids[ids.index(T.SEP_ID) + 1 :]
-        closed = sum(i == T.STEP_ID for i in trace) + (T.EOS_ID in trace)
-        values = [v for _, v in parse_trace(trace, trace_format)][:closed]
+        values = _closed_values(trace)
         depth = problem.cascade.depth
         judged = [depth] if trace_format == "answer" else list(range(1, depth + 1))
         generated = [values[k] if k < len(values) else None for k in range(len(judged))]
@@ -342,3 +341,21 @@ def anatomy_of_episodes(records: Iterable[Any]) -> Anatomy:
 
 __all__ = ["CATEGORIES", "KINDS", "Anatomy", "EpisodeSteps", "StepError", "Classification", "alternatives", "analyse",
            "anatomy_of_episodes", "classify_step", "error_anatomy", "edit_distance"]
+
+
+_LETTER_IDS = frozenset(T.LETTER_IDS.values())
+
+
+def _closed_values(trace: Sequence[int]) -> list[str]:
+    """The letters of each segment closed by ``;`` or ``<eos>`` (tags and an unclosed tail are dropped)."""
+    values: list[str] = []
+    letters: list[int] = []
+    for tok in trace:
+        if tok == T.STEP_ID or tok == T.EOS_ID:
+            values.append(T.letters_of(letters))
+            letters = []
+            if tok == T.EOS_ID:
+                break
+        elif tok in _LETTER_IDS:
+            letters.append(tok)
+    return values

@@ -8,7 +8,8 @@ import pytest
 
 import composition_gym  # noqa: F401
 from composition_gym import tokens as T
-from composition_gym.agents import ExpertAgent, RandomAgent, trace_so_far
+from composition_gym import ExpertPolicy
+from composition_gym.agents import RandomAgent, trace_so_far
 from composition_gym.agents.diagnostics.anatomy import (
     EpisodeSteps, analyse, anatomy_of_episodes, classify_step, edit_distance, error_anatomy)
 from composition_gym.agents.evaluation import rollout
@@ -51,7 +52,7 @@ class WrongSkillAt2:
 
 
 def test_expert_has_no_errors():
-    an = error_anatomy(ExpertAgent(), ["Compose-L3-v0", "OOD-Depth-L4-v0"], 25, seed=3)
+    an = error_anatomy(ExpertPolicy(), ["Compose-L3-v0", "OOD-Depth-L4-v0"], 25, seed=3)
     assert an.errors == []
     assert an.total == 50 and an.depths == {3: 25, 4: 25}
     assert an.first_step_error(4)["rate"] == 0.0
@@ -131,7 +132,7 @@ def test_tokens_and_info_diagnosis_agree_and_aggregates_add_up():
 
 def test_bad_episode_count():
     with pytest.raises(ValueError, match="episodes"):
-        error_anatomy(ExpertAgent(), "Compose-L3-v0", 0)
+        error_anatomy(ExpertPolicy(), "Compose-L3-v0", 0)
 
 
 def test_call_offsets_count_which_call_was_read():

@@ -61,11 +61,11 @@ def test_scalars_for_tensorboard_and_anatomy_only_agents(small_lm):
         def add_scalar(self, tag, value, step):
             self.rows.append((tag, value, step))
 
-    from composition_gym.agents import ExpertAgent
+    from composition_gym import ExpertPolicy
 
     config = DiagnoseConfig(env_ids=["Compose-L3-v0"], episodes=5, probe_episodes=8, probe_test_episodes=4,
                             attention_episodes=3)
-    expert = diagnose(ExpertAgent(), config)
+    expert = diagnose(ExpertPolicy(), config)
     assert expert["probes"] is None and expert["attention"] is None  # no transformer inside
     assert summary_scalars(expert)["all_steps_correct/Compose-L3-v0"] == 1.0
     w = Writer()
