@@ -196,8 +196,8 @@ class Support:
         if not self.depths or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in self.depths):
             raise ValueError(f"depths must be integers >= 1, got {self.depths!r}")
         if max(self.depths) > MAX_DEPTH:
-            raise ValueError(f"depth {max(self.depths)} exceeds MAX_DEPTH={MAX_DEPTH} (results could not "
-                             f"fit max_result_len={self.profile.max_result_len} anyway)")
+            raise ValueError(f"depth {max(self.depths)} exceeds MAX_DEPTH={MAX_DEPTH}, the deepest cascade "
+                             f"this package samples")
         if isinstance(self.split_seed, np.integer):
             object.__setattr__(self, "split_seed", int(self.split_seed))
         if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool):
@@ -306,8 +306,8 @@ class CascadeSampler:
 
     MAX_CASCADE_TRIES = 20_000
     MAX_INPUT_TRIES = 20
-    PROBE_DRAWS = 1_000
-    PROBE_HITS = 10
+    PROBE_DRAWS = 500
+    PROBE_HITS = 5
     MEMO_LIMIT = 1 << 16  # drawn (routing, skill) indices -> (cascade, part); cleared when full
 
     def __init__(self, support: Support):
@@ -323,7 +323,8 @@ class CascadeSampler:
         probe = np.random.default_rng(0)
         for target in self._targets:
             found = []
-            for d in live:
+            # Deepest first: an infeasible depth is refused before the cheap ones are probed.
+            for d in sorted(live, reverse=True):
                 hits, counts = self._probe(probe, d, target)
                 if hits >= self.PROBE_HITS:
                     found.append(d)
@@ -335,7 +336,7 @@ class CascadeSampler:
             if not found:
                 raise ValueError(f"exposure={support.exposure} but split {support.split!r} at depths {list(depths)} "
                                  f"has no exposable held-out cascade (profile {self.profile.name!r})")
-            self._depth_tables[target] = self._table(found)
+            self._depth_tables[target] = self._table(sorted(found))
 
     # ----------------------------------------------------------------- construction
     def _table(self, found: list[int]) -> tuple[tuple[int, ...], list[float] | None]:
@@ -386,20 +387,35 @@ class CascadeSampler:
             raise ValueError(f"{where} appears empty: {counts['in_split']} of {counts['draws']} sampled cascades "
                              f"are in it (need {self.PROBE_HITS}); too sparse to sample")
         if counts["fit"] < self.PROBE_HITS:
-            best = self._deepest_fitting(rng, depth, target)
-            raise ValueError(f"depth {depth} is too deep for max_result_len={p.max_result_len} ({where}): "
-                             f"{counts['fit']} of {counts['draws']} sampled cascades had inputs whose every result "
-                             f"fits (need {self.PROBE_HITS}); the deepest depth that fits is {best}")
-        raise ValueError(f"identifiable=True leaves too few problems in {where}: every sampled problem "
-                         f"with fitting results has a removable step")
+            best = self._deepest_fitting(rng, depth)
+            raise ValueError(f"depth {depth} is too deep for max_result_len={p.max_result_len} ({where}): only "
+                             f"{counts['fit']} of {counts['in_split']} sampled cascades had inputs whose every "
+                             f"result fits (need {self.PROBE_HITS}); the deepest depth that fits is {best}")
+        raise ValueError(f"identifiable=True leaves too few problems in {where}: almost every sampled problem "
+                         f"whose results fit has a removable step; lower the depth")
 
-    def _deepest_fitting(self, rng: np.random.Generator, depth: int, target: str | None) -> int:
-        best = 0
-        for d in range(1, depth):
-            if self._probe(rng, d, target)[1]["fit"] < self.PROBE_HITS:
-                break
-            best = d
-        return best
+    def _deepest_fitting(self, rng: np.random.Generator, depth: int) -> int:
+        """The deepest depth below ``depth`` at which uniformly drawn cascades of the profile (any
+        split) have inputs whose every result fits, :data:`PROBE_HITS` times in :data:`PROBE_DRAWS`
+        (a bisection: fitting only gets rarer with depth, up to sampling noise)."""
+        p = self.profile
+        steps = list(itertools.product(p.routings, p.skills))
+
+        def fits(d: int) -> bool:
+            hits = 0
+            for _ in range(self.PROBE_DRAWS):
+                cascade = Cascade(tuple(steps[i] for i in rng.integers(len(steps), size=d)))
+                x, y = draw_string(p, rng), draw_string(p, rng) if p.uses_y else ""
+                hits += fitting_values(cascade, x, y, p) is not None
+                if hits >= self.PROBE_HITS:
+                    return True
+            return False
+
+        lo, hi = 0, depth  # invariant: lo fits (0 trivially), hi does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
 
     # ----------------------------------------------------------------- sampling
     def _attempt(self, rng: np.random.Generator, target: str | None, depth: int | None = None) -> Cascade | None:
