@@ -50,7 +50,7 @@ from functools import lru_cache
 import numpy as np
 
 from composition_gym.cascade import Cascade, Problem
-from composition_gym.modules import ROUTINGS, SKILLS
+from composition_gym.modules import apply_step
 from composition_gym.profiles import Profile
 
 HASH_BUCKETS = {"sft": (0.0, 0.5), "rl": (0.5, 0.75), "unseen": (0.75, 1.0)}
@@ -108,7 +108,7 @@ def fitting_values(cascade: Cascade, x: str, y: str, profile: Profile) -> tuple[
     cap, alphabet = profile.max_result_len, profile.alphabet
     values, prev = [], x
     for r, s in cascade.steps:
-        prev = ROUTINGS[r].apply(SKILLS[s], prev, x, y, alphabet)
+        prev = apply_step(r, s, prev, x, y, alphabet)
         if not 1 <= len(prev) <= cap:
             return None
         values.append(prev)
@@ -134,7 +134,7 @@ def removable_steps(cascade: Cascade, x: str, y: str, alphabet: str,
             if removable:
                 break
             r, s = steps[j]
-            prev = ROUTINGS[r].apply(SKILLS[s], prev, x, y, alphabet)
+            prev = apply_step(r, s, prev, x, y, alphabet)
             removable = prev == values[j]
         if removable:
             out.append(t)
