@@ -45,13 +45,15 @@ import hashlib
 import itertools
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
 from composition_gym.cascade import Cascade, Problem
+from composition_gym.identifiability import WITNESS_PROBES, can_be_identifiable, removable_steps
 from composition_gym.modules import apply_step
 from composition_gym.profiles import Profile
+
+__all__ = ["CascadeSampler", "Support", "can_be_identifiable", "fitting_values", "removable_steps", "unit_hash"]
 
 HASH_BUCKETS = {"sft": (0.0, 0.5), "rl": (0.5, 0.75), "unseen": (0.75, 1.0)}
 HELD_OUT_FRACTION = 0.25
@@ -66,8 +68,6 @@ EXPOSURE_SPLITS = FAMILIES["pairs"] + FAMILIES["routing_skill"]
 ENUMERATION_LIMIT = 2_000_000  # cascades; above this a support is only ever sampled
 POOL_LIMIT = 50_000  # a support that rejection sampling cannot find is enumerated up to this size
 MAX_DEPTH = 32  # beyond this no profile fits: even the paper profile stops fitting near depth 10
-WITNESS_PROBES = 32  # fixed inputs on which a cascade must be identifiable at least once
-WITNESS_SEED = 9_151  # seeds the probe inputs (independent of split_seed: a property of the cascade)
 BASE, EXPOSED = "base", "exposed"  # the parts of a support (see Support.part)
 
 
@@ -93,15 +93,6 @@ def _held_out(pairs: list[tuple[str, str]], seed: int, tag: str) -> frozenset[tu
     return frozenset(chosen)
 
 
-def draw_string(profile: Profile, rng: np.random.Generator) -> str:
-    """One input string: a length from ``input_len``, then letters, from one generator call."""
-    lo, hi = profile.input_len
-    alphabet = profile.alphabet
-    u = rng.random(1 + hi).tolist()
-    n = lo + int(u[0] * (hi - lo + 1))
-    return "".join(alphabet[int(v * len(alphabet))] for v in u[1 : 1 + n])
-
-
 def fitting_values(cascade: Cascade, x: str, y: str, profile: Profile) -> tuple[str, ...] | None:
     """:meth:`Cascade.execute`, or ``None`` as soon as a result is empty or longer than
     ``max_result_len`` (stopping early keeps deep, overflowing draws cheap)."""
@@ -113,55 +104,6 @@ def fitting_values(cascade: Cascade, x: str, y: str, profile: Profile) -> tuple[
             return None
         values.append(prev)
     return tuple(values)
-
-
-def removable_steps(cascade: Cascade, x: str, y: str, alphabet: str,
-                    values: tuple[str, ...] | list[str] | None = None, first_only: bool = False) -> list[int]:
-    """The 0-based steps ``t`` whose replacement by the identity leaves the answer unchanged.
-
-    Step ``t`` replaced by the identity passes ``z_{t-1}`` (``x`` for the first step) on; the later
-    steps run unchanged on the same inputs.  A problem is *identifiable* when this list is empty:
-    then the answer depends on every latent selection.
-    """
-    if values is None:
-        values = cascade.execute(x, y, alphabet)
-    steps, out = cascade.steps, []
-    for t in range(len(steps)):
-        prev = values[t - 1] if t else x
-        removable = prev == values[t]
-        # Once the ablated run meets the true one, the rest is identical: stop early.
-        for j in range(t + 1, len(steps)):
-            if removable:
-                break
-            r, s = steps[j]
-            prev = apply_step(r, s, prev, x, y, alphabet)
-            removable = prev == values[j]
-        if removable:
-            out.append(t)
-            if first_only:
-                break
-    return out
-
-
-@lru_cache(maxsize=16)
-def _probe_inputs(profile: Profile) -> tuple[tuple[str, str], ...]:
-    rng = np.random.default_rng(WITNESS_SEED)
-    return tuple((draw_string(profile, rng), draw_string(profile, rng) if profile.uses_y else "")
-                 for _ in range(WITNESS_PROBES))
-
-
-@lru_cache(maxsize=1 << 17)
-def can_be_identifiable(profile: Profile, cascade: Cascade) -> bool:
-    """Whether ``cascade`` is identifiable on one of :data:`WITNESS_PROBES` fixed inputs of ``profile``.
-
-    Cascades for which this is false (e.g. ``Sort`` after a permutation, or two ``Sort``) are
-    outside every ``identifiable`` support.  Results need not fit ``max_result_len`` here: this is a
-    property of the cascade alone.
-    """
-    for x, y in _probe_inputs(profile):
-        if not removable_steps(cascade, x, y, profile.alphabet, first_only=True):
-            return True
-    return False
 
 
 @dataclass(frozen=True)
@@ -405,7 +347,7 @@ class CascadeSampler:
             hits = 0
             for _ in range(self.PROBE_DRAWS):
                 cascade = Cascade(tuple(steps[i] for i in rng.integers(len(steps), size=d)))
-                x, y = draw_string(p, rng), draw_string(p, rng) if p.uses_y else ""
+                x, y = p.draw_string(rng), p.draw_string(rng) if p.uses_y else ""
                 hits += fitting_values(cascade, x, y, p) is not None
                 if hits >= self.PROBE_HITS:
                     return True
@@ -452,8 +394,8 @@ class CascadeSampler:
         p, identifiable = self.profile, self.support.identifiable
         fitted = False
         for _ in range(self.MAX_INPUT_TRIES):
-            x = draw_string(p, rng)
-            y = draw_string(p, rng) if p.uses_y else ""
+            x = p.draw_string(rng)
+            y = p.draw_string(rng) if p.uses_y else ""
             values = fitting_values(cascade, x, y, p)
             if values is None:
                 continue

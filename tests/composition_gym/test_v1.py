@@ -69,7 +69,7 @@ def test_identifiable_support_is_exact_on_the_small_profile(depths):
     """Exhaustive over the cascades of ``depths``: in the support iff identifiable on a probe input
     (checked by the definition), and the sampler yields identifiable problems only."""
     support = Support(SMALL, "all", depths, identifiable=True)
-    from composition_gym.supports import _probe_inputs
+    from composition_gym.identifiability import _probe_inputs
 
     probes = _probe_inputs(SMALL)
     steps = list(itertools.product(SMALL.routings, SMALL.skills))
@@ -200,3 +200,23 @@ def test_bad_v1_kwargs_are_clear_errors(kwargs, exc, match):
 
 def test_numpy_split_seed_accepted():
     assert gym.make("composition_gym/Compose-L3-v1", split_seed=np.int64(3)).unwrapped.support.split_seed == 3
+
+
+V1_PINS = {
+    "composition_gym/Compose-L1to3-v1": "673dfb169780247f",
+    "composition_gym/Paper-Compose-L1to3-v1": "7399f4d6e3b7ac07",
+}
+
+
+@pytest.mark.parametrize("env_id", sorted(V1_PINS))
+def test_v1_training_sets_are_pinned(env_id):
+    """Helpers train on these ids from the commit that registered them: their episodes are frozen."""
+    import hashlib
+
+    env = gym.make(env_id)
+    h = hashlib.sha256()
+    for seed in range(50):
+        h.update(env.reset(seed=seed)[1]["prompt"].encode())
+    for _ in range(50):
+        h.update(env.reset()[1]["prompt"].encode())
+    assert h.hexdigest()[:16] == V1_PINS[env_id]
