@@ -8,7 +8,7 @@ string).  A cascade that is identifiable on none of :data:`WITNESS_PROBES` fixed
 (:func:`can_be_identifiable`) is outside every ``identifiable`` support
 (:class:`~composition_gym.supports.Support`).
 
-``python -m composition_gym.identifiability`` prints the share of cascades and of problems that the
+``python -c "from composition_gym.identifiability import main; main()"`` prints the share of cascades and of problems that the
 filter removes per profile and depth (the README's table).
 """
 
