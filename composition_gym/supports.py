@@ -49,11 +49,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from composition_gym.cascade import Cascade, Problem
-from composition_gym.identifiability import WITNESS_PROBES, can_be_identifiable, removable_steps
+from composition_gym.identifiability import WITNESS_PROBES, can_be_identifiable, removable_steps  # noqa: F401 (re-exported)
 from composition_gym.modules import apply_step
 from composition_gym.profiles import Profile
-
-__all__ = ["CascadeSampler", "Support", "can_be_identifiable", "fitting_values", "removable_steps", "unit_hash"]
 
 HASH_BUCKETS = {"sft": (0.0, 0.5), "rl": (0.5, 0.75), "unseen": (0.75, 1.0)}
 HELD_OUT_FRACTION = 0.25
@@ -67,7 +65,7 @@ SPLITS: tuple[str, ...] = ("all",) + tuple(itertools.chain(*FAMILIES.values()))
 EXPOSURE_SPLITS = FAMILIES["pairs"] + FAMILIES["routing_skill"]
 ENUMERATION_LIMIT = 2_000_000  # cascades; above this a support is only ever sampled
 POOL_LIMIT = 50_000  # a support that rejection sampling cannot find is enumerated up to this size
-MAX_DEPTH = 32  # beyond this no profile fits: even the paper profile stops fitting near depth 10
+MAX_DEPTH = 32  # never sampled beyond; default profiles stop fitting max_result_len at depth 13 (small), 15 (paper)
 BASE, EXPOSED = "base", "exposed"  # the parts of a support (see Support.part)
 
 
@@ -273,7 +271,10 @@ class CascadeSampler:
                 elif target != EXPOSED:
                     self._settle(probe, d, target, counts)
                     if self._pool is not None:
-                        found = list(live)
+                        found = [k for k in live if self._pool[target, k]]
+                        if weights is not None and target != EXPOSED and found != live:
+                            raise ValueError(f"split {support.split!r} has no cascade at depths "
+                                             f"{sorted(set(live) - set(found))}; give them depth weight 0")
                         break
             if not found:
                 raise ValueError(f"exposure={support.exposure} but split {support.split!r} at depths {list(depths)} "

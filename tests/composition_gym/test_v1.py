@@ -220,3 +220,11 @@ def test_v1_training_sets_are_pinned(env_id):
     for _ in range(50):
         h.update(env.reset()[1]["prompt"].encode())
     assert h.hexdigest()[:16] == V1_PINS[env_id]
+
+
+def test_weighted_depth_without_cascades_is_a_clear_error():
+    tiny = {"split": "pairs_ood", "depth": [1, 2], "skills": ["Rev", "Sort"], "routings": ["Chain"]}
+    with pytest.raises(ValueError, match=r"no cascade at depths \[1\]; give them depth weight 0"):
+        gym.make("composition_gym/Compose-L3-v0", depth_weights=[1, 1], **tiny)
+    env = gym.make("composition_gym/Compose-L3-v0", depth_weights=[0, 1], **tiny)
+    assert all(env.reset(seed=s)[1]["cascade"].depth == 2 for s in range(20))
