@@ -124,13 +124,21 @@ class CompositionEnv(gym.Env):
     CompositionEnv(profile="small", depth=3, split="sft", split_seed=0, trace_format="values",
                    process_reward=0.0, format_penalty=0.0, max_len=None, render_mode=None,
                    skills=None, routings=None, alphabet=None, input_len=None,
-                   max_result_len=None)
+                   max_result_len=None, identifiable=False, depth_weights=None, exposure=0.0,
+                   share_atomic=False)
     ```
 
     * ``profile``: ``"small"`` or ``"paper"`` (:mod:`composition_gym.profiles`); ``skills``,
       ``routings``, ``alphabet``, ``input_len``, ``max_result_len`` override its fields.
     * ``depth``: an int L or ``[min, max]`` (inclusive).
-    * ``split``, ``split_seed``: which cascades are allowed (:data:`~composition_gym.supports.SPLITS`).
+    * ``depth_weights``: one weight per depth of the range (``None``: uniform).
+    * ``split``, ``split_seed`` (an int): which cascades are allowed (:data:`~composition_gym.supports.SPLITS`).
+    * ``identifiable``: draw only problems in which every step matters (replacing any one step by
+      the identity changes the answer); cascades that never are stay outside the split.
+    * ``share_atomic``: depth-1 cascades belong to every ``hash`` split (``sft``/``rl``/``unseen``).
+    * ``exposure``: in ``[0, 1]``, for the ``pairs``/``routing_skill`` families: the ``_id`` split
+      shows an exposable half of the held-out cascades at this rate and the ``_ood`` split keeps
+      the other half (use the same value on both sides); ``0`` holds every held-out one out.
     * ``trace_format``: ``"values"`` (intermediates then answer), ``"tagged"`` (each step tagged
       with its modules) or ``"answer"``.
     * ``max_len``: observation length; default fits every trace of the profile up to its OOD depth,
@@ -144,6 +152,9 @@ class CompositionEnv(gym.Env):
 
     ## Version History
 
+    * v1: identifiable problems (``identifiable=True``), depth-mixed training sets
+      (``Compose-L1to3``, ``share_atomic=True``, ``depth_weights``) and the ``exposure`` knob;
+      settings that cannot be sampled fail at construction instead of hanging.
     * v0: initial release.  Later additions leave v0 episodes unchanged: ``info["all_steps_correct"]``
       at episode end, ``render_mode="human"``, and the warning for a budget ``max_len``.
     """
@@ -166,6 +177,10 @@ class CompositionEnv(gym.Env):
         alphabet: str | None = None,
         input_len: list[int] | tuple[int, int] | None = None,
         max_result_len: int | None = None,
+        identifiable: bool = False,
+        depth_weights: list[float] | tuple[float, ...] | None = None,
+        exposure: float = 0.0,
+        share_atomic: bool = False,
     ):
         self.profile = get_profile(profile).with_overrides(
             skills=skills, routings=routings, alphabet=alphabet, input_len=input_len, max_result_len=max_result_len
@@ -184,7 +199,9 @@ class CompositionEnv(gym.Env):
             # first and retries without a render mode only on TypeError.
             raise TypeError(f"unsupported render_mode {render_mode!r}; choose from {self.metadata['render_modes']}")
 
-        self.support = Support(self.profile, split, depths, split_seed)
+        self.support = Support(self.profile, split, depths, split_seed, identifiable=identifiable,
+                               share_atomic=share_atomic, exposure=exposure,
+                               depth_weights=None if depth_weights is None else tuple(depth_weights))
         self.sampler = CascadeSampler(self.support)
         self.render_mode = render_mode
         deepest = max(max(depths), self.profile.ood_depth)

@@ -331,7 +331,7 @@ def test_render_human_prints_the_frame(capsys):
     assert out.count(info["prompt"]) == 3 and "trace:" in out and "cascade:" in out
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_env(gym.make("composition_gym/Compose-L3-v0", render_mode="human").unwrapped)
+        check_env(gym.make("composition_gym/Compose-L3-v1", render_mode="human").unwrapped)
 
 
 def test_max_len_floor_and_budget_warning_name_the_minimum():
@@ -343,7 +343,7 @@ def test_max_len_floor_and_budget_warning_name_the_minimum():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         CompositionEnv(depth=3, max_len=fits)
-        gym.make("composition_gym/Paper-OOD-Depth-L4-v0")  # default max_len fits every trace
+        gym.make("composition_gym/Paper-OOD-Depth-L4-v1")  # default max_len fits every trace
 
 
 def test_reward_settings_are_settable_and_validated():
