@@ -186,9 +186,9 @@ def play(venv: gym.vector.VectorEnv, seeds: list[int], chooser: Any | None, *, r
                   None if expert is None else expert[:, :width_used], steps, reward, infos)
 
 
-def make_vec(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
+def make_vec(env_id: str, num_envs: int, **env_kwargs: Any) -> gym.vector.VectorEnv:
     """The native vector env of ``env_id`` (its ``vector_entry_point``) with ``num_envs`` rows."""
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point")
+    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
 
 
 __all__ = ["AgentChooser", "LMChooser", "Played", "make_vec", "play"]
