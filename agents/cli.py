@@ -38,7 +38,12 @@ def set_threads(n: int | None) -> int:
 
 
 def load_agent_file(path: str) -> Any:
-    """An SB3 ``.zip`` (via :func:`~composition_gym.agents.ppo.load_model`) or a :class:`TransformerLM` checkpoint."""
+    """An SB3 ``.zip`` (via :func:`~composition_gym.agents.ppo.load_model`), a :class:`TransformerLM`
+    checkpoint, or ``"pretrained"`` / ``"pretrained:NAME"`` (a checkpoint shipped in the package)."""
+    if path == "pretrained" or path.startswith("pretrained:"):
+        from composition_gym.agents.pretrained import pretrained
+
+        return pretrained(path.partition(":")[2] or "small")
     if path.endswith(".zip"):
         return load_model(path)
     return TransformerLM.load(path)
@@ -47,6 +52,8 @@ def load_agent_file(path: str) -> Any:
 # ---------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
     set_threads(args.threads)
+    if args.algo in GROUP_ALGOS:
+        return _cmd_train_grpo(args)
     env_ids = [resolve_env_id(e) for e in args.env]
     rl_ids = [resolve_env_id(e) for e in args.rl_env] if args.rl_env else env_ids
     eval_ids = {"id": suite("id", args.profile), "ood": suite("ood", args.profile)}
@@ -70,6 +77,38 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+GROUP_ALGOS = ("grpo", "drgrpo", "rloo")  # the project's own trainer (agents.grpo); the rest are SB3's
+
+
+def _cmd_train_grpo(args: argparse.Namespace) -> int:
+    from composition_gym.agents.grpo import GRPOConfig, train_grpo
+    from composition_gym.agents.ppo import next_run_dir
+
+    rl_id = resolve_env_id((args.rl_env or args.env)[0])
+    if args.init:
+        lm = load_agent_file(args.init)
+        if not isinstance(lm, TransformerLM):
+            print(f"compgym train: --init needs a TransformerLM checkpoint or 'pretrained', got {args.init}",
+                  file=sys.stderr)
+            return 2
+    else:
+        lm, _ = behavior_cloning([resolve_env_id(e) for e in args.env], args.bc_episodes, config=DEFAULT_CONFIG,
+                                 epochs=args.bc_epochs, seed=args.seed, progress=not args.no_progress)
+    cfg = GRPOConfig(iterations=args.iterations, problems_per_iter=args.problems, group_size=args.group_size,
+                     temperature=args.temperature, lr=args.lr, advantage=args.algo, kl_coef=args.kl_coef)
+    run_dir = args.run_dir or next_run_dir(args.tensorboard, args.algo.upper())
+    eval_ids = {"id": suite("id", args.profile, args.version), "ood": suite("ood", args.profile, args.version)}
+    t0 = time.perf_counter()
+    lm, stats = train_grpo(rl_id, lm, cfg, seed=args.seed, run_dir=run_dir, eval_env_ids=eval_ids,
+                           eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                           progress=not args.no_progress, device=args.device)
+    out = args.out if args.out.endswith(".pt") else os.path.splitext(args.out)[0] + ".pt"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    lm.save(out)
+    print(f"saved TransformerLM to {out} ({time.perf_counter() - t0:.0f} s); curves: tensorboard --logdir {run_dir}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
     set_threads(args.threads)
@@ -79,7 +118,13 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(f"compgym eval: {err}", file=sys.stderr)
         return 2
     env_ids = [resolve_env_id(e) for e in args.env] if args.env else suite(args.suite, args.profile)
-    report = evaluate(agent, env_ids, args.episodes, seed=args.seed)
+    if args.samples and not isinstance(agent, TransformerLM):
+        print("compgym eval: --samples needs a TransformerLM checkpoint (.pt or 'pretrained')", file=sys.stderr)
+        return 2
+    if isinstance(agent, TransformerLM):
+        agent = agent.to(args.device)
+    report = evaluate(agent, env_ids, args.episodes, seed=args.seed, samples=args.samples,
+                      temperature=args.temperature)
     print(report.table(f"{args.model}: {args.episodes} episodes per env, seed {args.seed}"))
     if args.json:
         report.save_json(args.json)
@@ -167,8 +212,22 @@ def register(subparsers) -> None:
     p.add_argument("--bc-episodes", type=int, default=20_000, help="expert episodes for BC (0: PPO from scratch)")
     p.add_argument("--bc-epochs", type=float, default=19.2)
     p.add_argument("--ppo-steps", type=int, default=20_000)
-    p.add_argument("--algo", choices=ALGOS, default="maskable_ppo")
+    p.add_argument("--algo", choices=ALGOS + GROUP_ALGOS, default="maskable_ppo",
+                   help="SB3 baselines, or group-relative RL (grpo, drgrpo, rloo: agents.grpo)")
     p.add_argument("--n-envs", type=int, default=8)
+    g = p.add_argument_group("group-relative RL (--algo grpo|drgrpo|rloo)")
+    g.add_argument("--init", help="start from 'pretrained' or a TransformerLM .pt (default: BC from --env)")
+    g.add_argument("--iterations", type=int, default=30)
+    g.add_argument("--problems", type=int, default=256, help="problems per iteration (B)")
+    g.add_argument("--group-size", type=int, default=8, help="samples per problem (G)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--kl-coef", type=float, default=0.0)
+    g.add_argument("--eval-every", type=int, default=10, help="iterations between ID/OOD evaluations")
+    g.add_argument("--run-dir", help="TensorBoard + checkpoint directory (default: next --tensorboard/ALGO_k); "
+                                     "an existing one resumes")
+    g.add_argument("--version", default="v1", help="env version of the ID/OOD eval suites")
+    g.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--tensorboard", default="runs", help="TensorBoard root directory")
     p.add_argument("--out", default="model.zip")
     p.add_argument("--eval-freq", type=int, default=5_000)
@@ -177,11 +236,14 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_train)
 
     p = subparsers.add_parser("eval", help="evaluate a saved model on an ID / OOD suite")
-    p.add_argument("model", help="an SB3 .zip, or a TransformerLM checkpoint (.pt)")
+    p.add_argument("model", help="an SB3 .zip, a TransformerLM checkpoint (.pt), or pretrained[:NAME]")
     p.add_argument("--suite", choices=SUITES, default="all")
     p.add_argument("--env", nargs="+", help="explicit env ids instead of a suite")
     p.add_argument("--episodes", type=int, default=100)
     p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--samples", type=int, default=0, help="also sample K completions per problem: pass@K, headroom")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --samples)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (TransformerLM checkpoints)")
     _common(p)
     p.set_defaults(func=_cmd_eval)
 
