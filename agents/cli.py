@@ -99,9 +99,10 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
     run_dir = args.run_dir or next_run_dir(args.tensorboard, args.algo.upper())
     eval_ids = {"id": suite("id", args.profile, args.version), "ood": suite("ood", args.profile, args.version)}
     t0 = time.perf_counter()
-    lm, stats = train_grpo(rl_id, lm, cfg, seed=args.seed, run_dir=run_dir, eval_env_ids=eval_ids,
-                           eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                           progress=not args.no_progress, device=args.device)
+    lm, stats = train_grpo(rl_id, lm, cfg, seed=args.seed, run_dir=run_dir,
+                           eval_env_ids=eval_ids if args.eval_every > 0 else None, eval_every=max(args.eval_every, 1), eval_episodes=args.eval_episodes,
+                           progress=not args.no_progress, device=args.device,
+                           time_limit_s=None if args.max_minutes is None else 60 * args.max_minutes)
     out = args.out if args.out.endswith(".pt") else os.path.splitext(args.out)[0] + ".pt"
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     lm.save(out)
@@ -223,11 +224,12 @@ def register(subparsers) -> None:
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--lr", type=float, default=2e-4)
     g.add_argument("--kl-coef", type=float, default=0.0)
-    g.add_argument("--eval-every", type=int, default=10, help="iterations between ID/OOD evaluations")
+    g.add_argument("--eval-every", type=int, default=10, help="iterations between ID/OOD evaluations (0: none)")
     g.add_argument("--run-dir", help="TensorBoard + checkpoint directory (default: next --tensorboard/ALGO_k); "
                                      "an existing one resumes")
     g.add_argument("--version", default="v1", help="env version of the ID/OOD eval suites")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument("--max-minutes", type=float, help="stop after the iteration that passes this wall-clock budget")
     p.add_argument("--tensorboard", default="runs", help="TensorBoard root directory")
     p.add_argument("--out", default="model.zip")
     p.add_argument("--eval-freq", type=int, default=5_000)

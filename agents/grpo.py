@@ -169,7 +169,8 @@ def _save(path: str, state: dict[str, Any]) -> None:
 def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None, *, seed: int = 0,
                run_dir: str | None = None, eval_env_ids: dict[str, Sequence[str]] | None = None,
                eval_every: int = 10, eval_episodes: int = 100, progress: bool = True, device: str = "cpu",
-               resume: bool = True, env_kwargs: dict[str, Any] | None = None) -> tuple[TransformerLM, dict[str, Any]]:
+               resume: bool = True, env_kwargs: dict[str, Any] | None = None,
+               time_limit_s: float | None = None) -> tuple[TransformerLM, dict[str, Any]]:
     """Fine-tune ``lm`` on ``env_id`` with group-relative RL; returns ``(lm, stats)``.
 
     Args:
@@ -184,6 +185,8 @@ def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None,
         device: ``"cpu"`` or ``"cuda"``.
         resume: continue from ``run_dir``'s checkpoint when there is one.
         env_kwargs: extra kwargs of the training env (e.g. ``format_penalty``, ``max_len``).
+        time_limit_s: stop after the iteration that passes this many seconds of this call (a
+            checkpoint is written there; the run resumes later with the same arguments).
 
     Returns:
         ``stats``: the last iteration's numbers, ``history`` (one dict per iteration), ``evals``
@@ -237,13 +240,22 @@ def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None,
                 if "/" in tag:
                     writer.add_scalar(tag, v, state["env_steps"])
 
+    def checkpoint() -> dict[str, Any]:
+        return {"config": cfg.to_dict(), "env_id": env_id, "seed": seed, "lm": lm.state_dict(), "ref": ref.state_dict(),
+                "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(), "state": state}
+
     if evals_ids and state["iteration"] == 0:
         run_eval()
     tty = sys.stderr.isatty()
     bar = tqdm(total=cfg.iterations, initial=state["iteration"], desc="GRPO", disable=not progress,
                mininterval=0.5 if tty else 30.0, ascii=not tty, dynamic_ncols=tty, unit="it")
-    t_start = time.perf_counter() - state["seconds"]
+    t_call = time.perf_counter()
+    t_start = t_call - state["seconds"]
     while state["iteration"] < cfg.iterations:
+        if time_limit_s is not None and time.perf_counter() - t_call > time_limit_s:
+            if path:
+                _save(path, checkpoint())
+            break
         it = state["iteration"]
         t0 = time.perf_counter()
         # 1. sample G completions of B problems; group j's rows share problem seed `base + j`
@@ -320,9 +332,7 @@ def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None,
             run_eval()
         state["seconds"] = time.perf_counter() - t_start
         if path and (state["iteration"] % cfg.checkpoint_every == 0 or state["iteration"] == cfg.iterations):
-            _save(path, {"config": cfg.to_dict(), "env_id": env_id, "seed": seed, "lm": lm.state_dict(),
-                         "ref": ref.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
-                         "gen": gen.get_state(), "state": state})
+            _save(path, checkpoint())
     bar.close()
     venv.close()
     if writer is not None:
