@@ -95,7 +95,8 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
         lm, _ = behavior_cloning([resolve_env_id(e) for e in args.env], args.bc_episodes, config=DEFAULT_CONFIG,
                                  epochs=args.bc_epochs, seed=args.seed, progress=not args.no_progress)
     cfg = GRPOConfig(iterations=args.iterations, problems_per_iter=args.problems, group_size=args.group_size,
-                     temperature=args.temperature, lr=args.lr, advantage=args.algo, kl_coef=args.kl_coef)
+                     temperature=args.temperature, lr=args.lr, advantage=args.algo, kl_coef=args.kl_coef,
+                     epochs=args.epochs, minibatch_size=args.minibatch_size)
     run_dir = args.run_dir or next_run_dir(args.tensorboard, args.algo.upper())
     eval_ids = {"id": suite("id", args.profile, args.version), "ood": suite("ood", args.profile, args.version)}
     t0 = time.perf_counter()
@@ -224,6 +225,8 @@ def register(subparsers) -> None:
     g.add_argument("--temperature", type=float, default=1.0)
     g.add_argument("--lr", type=float, default=2e-4)
     g.add_argument("--kl-coef", type=float, default=0.0)
+    g.add_argument("--epochs", type=int, default=1, help="passes over each iteration's samples")
+    g.add_argument("--minibatch-size", type=int, default=2048, help="completions per optimizer step")
     g.add_argument("--eval-every", type=int, default=10, help="iterations between ID/OOD evaluations (0: none)")
     g.add_argument("--run-dir", help="TensorBoard + checkpoint directory (default: next --tensorboard/ALGO_k); "
                                      "an existing one resumes")
