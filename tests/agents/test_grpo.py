@@ -82,3 +82,18 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="another run"):
         train_grpo(ENV, tiny_lm(), GRPOConfig(**{**TINY, "lr": 1e-4}), seed=3, run_dir=str(tmp_path / "b"),
                    progress=False, env_kwargs=ENV_KWARGS)
+
+
+def test_cli_train_grpo_and_eval_with_samples(tmp_path, capsys):
+    from composition_gym.cli import main
+
+    init = tmp_path / "init.pt"
+    tiny_lm().save(init)
+    out = tmp_path / "rl.pt"
+    assert main(["train", "--algo", "rloo", "--init", str(init), "--rl-env", "Atomic-L1-v0", "--problems", "4",
+                 "--group-size", "2", "--iterations", "1", "--eval-every", "0", "--run-dir", str(tmp_path / "run"),
+                 "--out", str(out), "--no-progress", "--threads", "1"]) == 0
+    assert TransformerLM.load(out).config == tiny_lm().config
+    assert main(["eval", str(out), "--env", "Atomic-L1-v0", "--episodes", "3", "--samples", "2",
+                 "--threads", "1"]) == 0
+    assert "pass@2" in capsys.readouterr().out
