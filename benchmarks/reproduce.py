@@ -35,6 +35,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from composition_gym.agents.settings import BC_PRESETS
 from composition_gym.benchmarks import claims
 from composition_gym.benchmarks.claims import CONDITIONS, EVAL_ENVS, SFT_ENV, env_id
 
@@ -81,7 +82,8 @@ class Budget:
                 raise ValueError(f"budget.{name} must be a non-negative integer, got {value!r}")
 
 
-_TINY = Budget(bc_episodes=64, bc_epochs=1, ppo_steps=256, eval_episodes=8, n_envs=4,
+_TINY = Budget(bc_episodes=BC_PRESETS["tiny"].episodes, bc_epochs=BC_PRESETS["tiny"].epochs, ppo_steps=256,
+               eval_episodes=8, n_envs=4,
                bc_kwargs={"eval_episodes": 0}, ppo_kwargs={"n_steps": 32, "batch_size": 64, "n_epochs": 1})
 #: Budgets by profile and name.  ``small/default`` fits the whole suite (3 seeds, 2 workers) in
 #: about 19 of the allowed 30 minutes on 2 CPU cores: BC gets 2000 gradient steps (two thirds of
@@ -91,7 +93,8 @@ _TINY = Budget(bc_episodes=64, bc_epochs=1, ppo_steps=256, eval_episodes=8, n_en
 BUDGETS: dict[str, dict[str, Budget]] = {
     "small": {
         "tiny": _TINY,
-        "default": Budget(bc_episodes=20_000, bc_epochs=12.8, ppo_steps=80_000, eval_episodes=200, n_envs=8,
+        "default": Budget(bc_episodes=BC_PRESETS["reproduce"].episodes, bc_epochs=BC_PRESETS["reproduce"].epochs,
+                          ppo_steps=80_000, eval_episodes=200, n_envs=8,
                           train_eval_freq=20_000, train_eval_episodes=32, bc_kwargs={"eval_episodes": 100}),
     },
     "paper": {
@@ -140,7 +143,7 @@ def bc_job(profile: str, budget: Budget, seed: int, runs_dir: str) -> dict[str, 
     run_dir = Path(runs_dir) / f"seed{seed}" / "sft"
     t0 = time.perf_counter()
     lm, stats = behavior_cloning(env_id(SFT_ENV, profile), budget.bc_episodes, epochs=budget.bc_epochs, seed=seed,
-                                 tensorboard_log=str(run_dir), progress=False, **budget.bc_kwargs)
+                                 tensorboard_log=str(run_dir), progress=False, threads=1, **budget.bc_kwargs)
     train_s = time.perf_counter() - t0
     success, report = _evaluate(lm, profile, budget, seed, run_dir)
     record = _record("sft", seed, profile, success, report, train_s, time.perf_counter() - t0 - train_s, run_dir)
@@ -162,7 +165,7 @@ def rl_job(profile: str, budget: Budget, seed: int, condition: str, lm: Any, run
     t0 = time.perf_counter()
     # A copy: in-process (workers=1) every condition of a seed receives the same BC object.
     model = train_ppo(env_id(cond.rl_env, profile), copy.deepcopy(lm), budget.ppo_steps, seed=seed, n_envs=budget.n_envs,
-                      run_dir=str(run_dir), progress=False, **extra, **budget.ppo_kwargs)
+                      run_dir=str(run_dir), progress=False, threads=1, **extra, **budget.ppo_kwargs)
     train_s = time.perf_counter() - t0
     success, report = _evaluate(model, profile, budget, seed, run_dir)
     return {"record": _record(condition, seed, profile, success, report, train_s,
@@ -228,7 +231,7 @@ def reproduce(
     seeds: int = 3,
     budget: str | Budget = "default",
     overrides: dict[str, Any] | None = None,
-    out: str | Path = "benchmarks/results",
+    out: str | Path = "runs/reproduce",
     runs_dir: str | Path = "runs/reproduce",
     workers: int = 1,
     conditions: tuple[str, ...] = tuple(CONDITIONS),
@@ -414,7 +417,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=3, help="number of seeds, 0..N-1 (default 3)")
     parser.add_argument("--budget", choices=("tiny", "default"), default="default",
                         help="training budget preset: tiny (plumbing only) or default (the experiment)")
-    parser.add_argument("--out", default="benchmarks/results", help="directory of reproduce.{json,md,png}")
+    parser.add_argument("--out", default="runs/reproduce",
+                        help="directory of reproduce.{json,md,png} (default: untracked; the committed results "
+                             "are refreshed with --out benchmarks/results)")
     parser.add_argument("--runs-dir", default="runs/reproduce", help="directory of the TensorBoard logs")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                         help="jobs run side by side, one process and one torch thread each (default: up to 2)")
