@@ -17,12 +17,15 @@ from composition_gym.agents.policy import (
     load_lm_into_policy,
 )
 from composition_gym.agents.ppo import bc_then_ppo, load_model, train_ppo
+from composition_gym.agents.grpo import GRPOConfig, bc_then_grpo, train_grpo
+from composition_gym.agents.pretrained import pretrained  # the function; shadows the subpackage's name
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 
 __all__ = [
     "Agent",
     "CompositionEvalCallback",
     "EvalReport",
+    "GRPOConfig",
     "LMAgent",
     "MaskableTransformerPolicy",
     "RandomAgent",
@@ -32,12 +35,15 @@ __all__ = [
     "TransformerConfig",
     "TransformerExtractor",
     "TransformerLM",
+    "bc_then_grpo",
     "bc_then_ppo",
     "behavior_cloning",
     "evaluate",
     "lm_from_policy",
     "load_lm_into_policy",
     "load_model",
+    "pretrained",
     "trace_so_far",
+    "train_grpo",
     "train_ppo",
 ]

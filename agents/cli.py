@@ -15,14 +15,19 @@ from typing import Any
 from composition_gym.agents.bc import DEFAULT_CONFIG, behavior_cloning
 from composition_gym.agents.evaluation import EvalReport, evaluate
 from composition_gym.agents.ppo import ALGOS, bc_then_ppo, load_model, next_run_dir, train_ppo
-from composition_gym.agents.settings import BC_PRESETS, DEMO_BUDGETS, bc_config, resolve_threads
+from composition_gym.agents.settings import BC_PRESETS, DEMO_BUDGETS, bc_config, resolve_threads, torch_threads
 from composition_gym.agents.transformer import TransformerLM
 from composition_gym.cli import LAZY_COMMANDS, nonnegative_int, positive_float, positive_int, render_table
 from composition_gym.registration import SUITES, env_id, resolve_env_id, short_name, suite
 
 
 def load_agent_file(path: str) -> Any:
-    """An SB3 ``.zip`` (via :func:`~composition_gym.agents.ppo.load_model`) or a :class:`TransformerLM` checkpoint."""
+    """An SB3 ``.zip`` (via :func:`~composition_gym.agents.ppo.load_model`), a :class:`TransformerLM`
+    checkpoint, or ``"pretrained"`` / ``"pretrained:NAME"`` (a checkpoint shipped in the package)."""
+    if path == "pretrained" or path.startswith("pretrained:"):
+        from composition_gym.agents.pretrained import pretrained
+
+        return pretrained(path.partition(":")[2] or "small")
     if path.endswith(".zip"):
         return load_model(path)
     try:
@@ -36,6 +41,8 @@ def load_agent_file(path: str) -> Any:
 
 # ---------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.algo in GROUP_ALGOS:
+        return _cmd_train_grpo(args)
     if args.algo == "recurrent_ppo" and args.bc_episodes != 0:
         raise ValueError("recurrent_ppo trains its own LSTM policy from scratch: add --bc-episodes 0")
     bc = bc_config(args.bc_preset, episodes=args.bc_episodes or None, epochs=args.bc_epochs)
@@ -59,14 +66,54 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+GROUP_ALGOS = ("grpo", "drgrpo", "rloo")  # the project's own trainer (agents.grpo); the rest are SB3's
+
+
+def _cmd_train_grpo(args: argparse.Namespace) -> int:
+    from composition_gym.agents.grpo import GRPOConfig, train_grpo
+    from composition_gym.agents.ppo import next_run_dir
+
+    rl_id = resolve_env_id((args.rl_env or args.env)[0])
+    if args.init:
+        lm = load_agent_file(args.init)
+        if not isinstance(lm, TransformerLM):
+            raise ValueError(f"--init needs a TransformerLM checkpoint (.pt) or 'pretrained', got {args.init!r}")
+    else:
+        bc = bc_config(args.bc_preset, episodes=args.bc_episodes or None, epochs=args.bc_epochs)
+        lm, _ = behavior_cloning([resolve_env_id(e) for e in args.env], settings=bc, seed=args.seed,
+                                 progress=not args.no_progress, threads=args.threads)
+    cfg = GRPOConfig(iterations=args.iterations, problems_per_iter=args.problems, group_size=args.group_size,
+                     temperature=args.temperature, lr=args.lr, advantage=args.algo, kl_coef=args.kl_coef,
+                     epochs=args.epochs, minibatch_size=args.minibatch_size)
+    run_dir = args.run_dir or next_run_dir(args.tensorboard, args.algo.upper())
+    eval_ids = {"id": suite("id", args.profile, args.version), "ood": suite("ood", args.profile, args.version)}
+    t0 = time.perf_counter()
+    with torch_threads(args.threads):
+        lm, stats = train_grpo(rl_id, lm, cfg, seed=args.seed, run_dir=run_dir,
+                               eval_env_ids=eval_ids if args.eval_every > 0 else None,
+                               eval_every=max(args.eval_every, 1), eval_episodes=args.eval_episodes,
+                               progress=not args.no_progress, device=args.device,
+                               time_limit_s=None if args.max_minutes is None else 60 * args.max_minutes)
+    out = args.out if args.out.endswith(".pt") else os.path.splitext(args.out)[0] + ".pt"
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    lm.save(out)
+    print(f"saved TransformerLM to {out} ({time.perf_counter() - t0:.0f} s); curves: tensorboard --logdir {run_dir}")
+    return 0
+
+
 # ---------------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
     from composition_gym.agents.settings import torch_threads
 
     agent = load_agent_file(args.model)
     env_ids = [resolve_env_id(e) for e in args.env] if args.env else suite(args.suite, args.profile)
+    if args.samples and not isinstance(agent, TransformerLM):
+        raise ValueError("--samples needs a TransformerLM checkpoint (.pt or 'pretrained')")
+    if isinstance(agent, TransformerLM):
+        agent = agent.to(args.device)
     with torch_threads(args.threads):
-        report = evaluate(agent, env_ids, args.episodes, seed=args.seed)
+        report = evaluate(agent, env_ids, args.episodes, seed=args.seed, samples=args.samples,
+                          temperature=args.temperature)
     print(report.table(f"{args.model}: {args.episodes} episodes per env, seed {args.seed}"))
     if args.json:
         report.save_json(args.json)
@@ -159,8 +206,25 @@ def register(subparsers) -> None:
                    help="expert episodes for BC, overriding the preset (0: PPO from scratch)")
     p.add_argument("--bc-epochs", type=positive_float, help="passes over the BC data, overriding the preset")
     p.add_argument("--ppo-steps", type=positive_int, default=20_000)
-    p.add_argument("--algo", choices=ALGOS, default="maskable_ppo")
+    p.add_argument("--algo", choices=ALGOS + GROUP_ALGOS, default="maskable_ppo",
+                   help="SB3 baselines, or group-relative RL (grpo, drgrpo, rloo: agents.grpo)")
     p.add_argument("--n-envs", type=positive_int, default=8)
+    g = p.add_argument_group("group-relative RL (--algo grpo|drgrpo|rloo)")
+    g.add_argument("--init", help="start from 'pretrained' or a TransformerLM .pt (default: BC from --env)")
+    g.add_argument("--iterations", type=int, default=30)
+    g.add_argument("--problems", type=int, default=256, help="problems per iteration (B)")
+    g.add_argument("--group-size", type=int, default=8, help="samples per problem (G)")
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--kl-coef", type=float, default=0.0)
+    g.add_argument("--epochs", type=int, default=1, help="passes over each iteration's samples")
+    g.add_argument("--minibatch-size", type=int, default=2048, help="completions per optimizer step")
+    g.add_argument("--eval-every", type=int, default=10, help="iterations between ID/OOD evaluations (0: none)")
+    g.add_argument("--run-dir", help="TensorBoard + checkpoint directory (default: next --tensorboard/ALGO_k); "
+                                     "an existing one resumes")
+    g.add_argument("--version", default="v1", help="env version of the ID/OOD eval suites")
+    g.add_argument("--device", default="cpu", help="cpu or cuda")
+    g.add_argument("--max-minutes", type=float, help="stop after the iteration that passes this wall-clock budget")
     p.add_argument("--tensorboard", default="runs", help="TensorBoard root directory")
     p.add_argument("--out", default="model.zip")
     p.add_argument("--eval-freq", type=positive_int, default=5_000)
@@ -169,13 +233,16 @@ def register(subparsers) -> None:
     p.set_defaults(func=_cmd_train)
 
     p = subparsers.add_parser("eval", help=LAZY_COMMANDS["eval"][1])
-    p.add_argument("model", help="an SB3 .zip, or a TransformerLM checkpoint (.pt)")
+    p.add_argument("model", help="an SB3 .zip, a TransformerLM checkpoint (.pt), or pretrained[:NAME]")
     p.add_argument("--suite", choices=SUITES, default="all")
     # Not nargs="+": that would swallow the model path in `compgym eval --env ID model.zip`.
     p.add_argument("--env", action="extend", type=lambda text: [e for e in text.split(",") if e],
                    help="explicit env id(s) instead of a suite: --env A --env B or --env A,B")
     p.add_argument("--episodes", type=positive_int, default=100)
     p.add_argument("--json", help="also write the report as JSON here")
+    p.add_argument("--samples", type=int, default=0, help="also sample K completions per problem: pass@K, headroom")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --samples)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (TransformerLM checkpoints)")
     _common(p)
     p.set_defaults(func=_cmd_eval)
 

@@ -42,7 +42,9 @@ import numpy as np
 ENV_ID = "composition_gym/Compose-L3-v0"
 REFERENCE_ID = "CartPole-v1"
 N_ENVS = 256
-GOALS = {"env_vs_cartpole": 1.0, "vector_vs_sync": 20.0, "transformer_vs_naive": 4.0}
+GOALS = {"env_vs_cartpole": 1.0, "vector_vs_sync": 20.0, "transformer_vs_naive": 4.0, "grpo_vs_maskable_ppo": 20.0}
+#: Group-relative RL's row: B problems x G samples per iteration on the default model (d=64, 3 layers).
+GRPO_SETTINGS = {"problems_per_iter": 256, "group_size": 8, "iterations": 3}
 # The transformer of the issue's "naive 2-layer, d = 64" reference.
 BENCH_TRANSFORMER = {"d_model": 64, "n_layers": 2, "n_heads": 4, "d_ff": 256}
 PPO_SETTINGS = {"n_envs": 8, "n_steps": 128, "batch_size": 256, "n_epochs": 4}
@@ -291,6 +293,68 @@ def bench_bc(trim: bool, quick: bool) -> dict[str, Any]:
             "batch_size": batch, "peak_rss_growth_mb": _maxrss_mb() - before, "torch_threads": torch.get_num_threads()}
 
 
+def _bench_lm():
+    """The model both sides of the RL row train: the shipped checkpoint when present, else a seeded init."""
+    import torch
+
+    from composition_gym.agents.pretrained import available, pretrained
+    from composition_gym.agents.transformer import TransformerLM
+
+    torch.manual_seed(0)
+    return pretrained("small") if "small" in available() else TransformerLM()
+
+
+def bench_grpo(side: str, quick: bool) -> dict[str, Any]:
+    """Part f: RL tokens/s (env steps/s), sampling + update, of group-relative RL against SB3 MaskablePPO.
+
+    ``side``: ``group`` (:func:`~composition_gym.agents.grpo.train_grpo`, B=256, G=8, every group
+    updated: no zero-variance dropping, so the update cost is all counted; the first iteration is
+    a warm-up), ``maskable`` (MaskablePPO with the project's fine-tuning settings, 8 envs), or
+    ``sampling`` (KV-cached sampling alone at B x G = 2048 rows, with peak memory).
+    """
+    import torch
+
+    from composition_gym.agents.grpo import GRPOConfig, train_grpo
+    from composition_gym.agents.ppo import train_ppo
+    from composition_gym.agents.sampling import LMChooser, make_vec, play
+
+    torch.set_num_threads(1)  # both sides alike; a second thread on a busy core only spin-waits
+    size = _sizes(quick)
+    lm = _bench_lm()
+    b, g = (8, 4) if quick else (GRPO_SETTINGS["problems_per_iter"], GRPO_SETTINGS["group_size"])
+    before = _maxrss_mb()
+    if side == "group":
+        cfg = GRPOConfig(iterations=2 if quick else GRPO_SETTINGS["iterations"], problems_per_iter=b, group_size=g,
+                         drop_zero_variance=False, minibatch_size=512)
+        _, stats = train_grpo(ENV_ID, lm, cfg, progress=False)
+        hist = stats["history"]
+        tokens = [h["env_steps"] - p["env_steps"] for p, h in zip(hist, hist[1:])]  # iterations 2.. (1 warms up)
+        seconds = sum(n / h["tokens_per_s"] for n, h in zip(tokens, hist[1:]))
+        result = {"tokens_per_s": sum(tokens) / seconds, "tokens": int(sum(tokens)), "seconds": float(seconds),
+                  "sample_share": float(np.mean([h["sample_share"] for h in hist[1:]])),
+                  "problems_per_iter": b, "group_size": g}
+    elif side == "maskable":
+        model = train_ppo(ENV_ID, lm, 64 * 8, algo="maskable_ppo", n_envs=8, seed=0, progress=False)  # warm-up
+        warm, start = model.num_timesteps, time.perf_counter()
+        model.learn(total_timesteps=size["ppo_steps"], reset_num_timesteps=False)
+        seconds = time.perf_counter() - start
+        result = {"tokens_per_s": (model.num_timesteps - warm) / seconds, "tokens": int(model.num_timesteps - warm),
+                  "seconds": seconds, "n_envs": 8, "n_steps": model.n_steps, "batch_size": model.batch_size}
+    elif side == "sampling":
+        venv = make_vec(ENV_ID, b * g)
+        chooser = LMChooser(lm, 1.0, torch.Generator().manual_seed(0))
+        play(venv, list(range(b * g)), chooser)  # warm-up
+        start = time.perf_counter()
+        played = play(venv, [1 + i // g for i in range(b * g)], chooser)
+        seconds = time.perf_counter() - start
+        result = {"tokens_per_s": float(played.steps.sum()) / seconds, "tokens": int(played.steps.sum()),
+                  "seconds": seconds, "rows": b * g}
+    else:
+        raise ValueError(f"unknown side {side!r}; choose group, maskable or sampling")
+    return {**result, "side": side, "peak_rss_growth_mb": _maxrss_mb() - before,
+            "torch_threads": torch.get_num_threads()}
+
+
 WORKERS = {
     "env": lambda quick: bench_env(quick),
     "vector": lambda quick: bench_vector(quick),
@@ -299,9 +363,12 @@ WORKERS = {
     "ppo_naive": lambda quick: bench_ppo("naive", quick),
     "bc_trimmed": lambda quick: bench_bc(True, quick),
     "bc_padded": lambda quick: bench_bc(False, quick),
+    "grpo_group": lambda quick: bench_grpo("group", quick),
+    "grpo_maskable": lambda quick: bench_grpo("maskable", quick),
+    "grpo_sampling": lambda quick: bench_grpo("sampling", quick),
 }
 PARTS = {"env": ("env",), "vector": ("vector",), "ppo": ("ppo_mlp", "ppo_transformer", "ppo_naive"),
-         "bc": ("bc_trimmed", "bc_padded")}
+         "bc": ("bc_trimmed", "bc_padded"), "grpo": ("grpo_group", "grpo_maskable", "grpo_sampling")}
 
 
 def _run_worker(name: str, quick: bool) -> dict[str, Any]:
@@ -351,6 +418,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     ppo = results.get("ppo", {})
     if "transformer" in ppo and "naive" in ppo:
         goals["transformer_vs_naive"] = {"ratio": ppo["transformer"]["steps_per_s"] / ppo["naive"]["steps_per_s"]}
+    rl = results.get("grpo", {})
+    if "group" in rl and "maskable" in rl:
+        goals["grpo_vs_maskable_ppo"] = {"ratio": rl["group"]["tokens_per_s"] / rl["maskable"]["tokens_per_s"]}
     for key, g in goals.items():
         g["goal"] = GOALS[key]
         g["met"] = g["ratio"] >= GOALS[key]
@@ -395,6 +465,20 @@ def table(doc: dict[str, Any]) -> str:
             rel = f"x{b['tokens_per_s'] / bc['padded']['tokens_per_s']:.2f} vs padded" if name == "trimmed" and "padded" in bc else ""
             rows.append((f"BC teacher forcing: {name} batches", f"{b['tokens_per_s']:,.0f} tokens/s", rel,
                          f"+{b['peak_rss_growth_mb']:.0f} MB RSS"))
+    rl = r.get("grpo", {})
+    if "group" in rl:
+        x = rl["group"]
+        rel = f"x{x['tokens_per_s'] / rl['maskable']['tokens_per_s']:.1f} vs MaskablePPO" if "maskable" in rl else ""
+        rows.append((f"GRPO train (sampling+update, d=64, 3 layers, B={x['problems_per_iter']}, G={x['group_size']})",
+                     f"{x['tokens_per_s']:,.0f} tokens/s", rel, f"+{x['peak_rss_growth_mb']:.0f} MB RSS"))
+    if "maskable" in rl:
+        x = rl["maskable"]
+        rows.append(("SB3 MaskablePPO train, same model", f"{x['tokens_per_s']:,.0f} tokens/s", "",
+                     f"+{x['peak_rss_growth_mb']:.0f} MB RSS"))
+    if "sampling" in rl:
+        x = rl["sampling"]
+        rows.append((f"GRPO sampling only (KV cache, B*G={x['rows']})", f"{x['tokens_per_s']:,.0f} tokens/s", "",
+                     f"+{x['peak_rss_growth_mb']:.0f} MB RSS"))
     head = ("measurement", "throughput", "ratio", "peak memory")
     widths = [max(len(x[i]) for x in rows + [head]) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(head, widths)), "  ".join("-" * w for w in widths)]

@@ -176,3 +176,50 @@ def test_suites():
     assert len(suite_env_ids("all")) == len([r for r in composition_gym.list_envs() if r["profile"] == "small" and r["version"] == "v0"])
     with pytest.raises(ValueError, match="unknown suite"):
         suite_env_ids("odd")
+
+
+def test_evaluate_with_samples_reports_pass_at_k_and_headroom(small_lm):
+    report = evaluate(small_lm, [SFT_ENV, DEPTH4_ENV], episodes=5, seed=2, samples=4, temperature=1.0)
+    assert report.samples == 4 and all(len(e.samples) == 4 for e in report.episodes)
+    m = report.metrics()
+    assert set(m) >= {"greedy", "sampled", "pass@4", "headroom"}
+    assert m["pass@4"] == pytest.approx(np.mean([any(e.samples) for e in report.episodes]))
+    assert m["pass@4"] >= m["sampled"] and m["headroom"] == pytest.approx(m["pass@4"] - m["greedy"])
+    assert set(report.breakdown("depth")) == {"3", "4"} and "pass@4" in report.breakdown("skill")[
+        next(iter(report.by_skill))]
+    again = evaluate(small_lm, [SFT_ENV, DEPTH4_ENV], episodes=5, seed=2, samples=4, temperature=1.0)
+    assert [e.samples for e in again.episodes] == [e.samples for e in report.episodes]  # seeded
+    table = report.table()
+    assert "pass@4" in table and "headroom" in table and "by routing" in table
+    assert json.loads(json.dumps(report.to_dict()))["metrics"]["pass@4"] == m["pass@4"]
+    with pytest.raises(TypeError, match="TransformerLM"):
+        evaluate(ExpertPolicy(), [SFT_ENV], episodes=1, samples=2)
+    with pytest.raises(ValueError, match="temperature"):
+        evaluate(small_lm, [SFT_ENV], episodes=1, samples=2, temperature=0.0)
+
+
+def test_sampling_at_a_tiny_temperature_is_greedy(small_lm):
+    import torch
+
+    from composition_gym.agents.sampling import LMChooser, make_vec, play
+
+    venv = make_vec(SFT_ENV, 8)
+    greedy = play(venv, list(range(8)), LMChooser(small_lm))
+    cold = play(venv, list(range(8)), LMChooser(small_lm, 1e-4, torch.Generator().manual_seed(0)))
+    assert np.array_equal(greedy.obs, cold.obs)
+    hot = play(venv, list(range(8)), LMChooser(small_lm, 1.0, torch.Generator().manual_seed(0)))
+    assert not np.array_equal(greedy.obs, hot.obs)
+
+
+def test_all_steps_correct_is_reported_where_the_env_gives_it():
+    from dataclasses import replace
+
+    from composition_gym.agents.evaluation import Episode
+
+    base = Episode(SFT_ENV, 0, "c", 3, ("r",), ("s",), True, 1.0, (True, True, True), False)
+    assert "all_steps_correct" not in EvalReport([base], [SFT_ENV], 0, 1).metrics()  # not reported: not shown
+    eps = [replace(base, all_steps_correct=True), replace(base, seed=1, all_steps_correct=False)]
+    assert EvalReport(eps, [SFT_ENV], 0, 2).metrics()["all_steps_correct"] == 0.5
+    report = evaluate(ExpertPolicy(), ["composition_gym/Compose-L3-v1"], episodes=4)
+    reported = [e.all_steps_correct for e in report.episodes if e.all_steps_correct is not None]
+    assert reported == [] or all(reported)  # where a v1 env reports it, the expert gets every step right

@@ -30,7 +30,10 @@ def positive(x) -> bool:
 def test_every_part_is_measured(quick_run):
     r = quick_run["results"]
     assert quick_run["quick"] is True
-    assert set(r) == {"env", "vector", "ppo", "bc"}
+    assert set(r) == {"env", "vector", "ppo", "bc", "grpo"}
+    assert set(r["grpo"]) == {"group", "maskable", "sampling"}
+    assert all(positive(v["tokens_per_s"]) for v in r["grpo"].values())
+    assert positive(quick_run["goals"]["grpo_vs_maskable_ppo"]["ratio"])
     assert all(positive(v) for v in r["env"]["steps_per_s"].values())
     assert set(r["env"]["steps_per_s"]) == {throughput.ENV_ID, throughput.REFERENCE_ID}
     assert positive(r["env"]["gymnasium_benchmark_step"]["ratio"])
