@@ -11,6 +11,7 @@ import json
 import os
 from typing import Any
 
+from composition_gym.agents.settings import BC_PRESETS
 from composition_gym.agents.transformer import TransformerLM
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,18 +41,20 @@ def make_pretrained(env_id: str, name: str = "small", seed: int = 0, out_dir: st
                     eval_episodes: int = 400) -> dict[str, Any]:
     """Re-make checkpoint ``name``: the default BC recipe on ``env_id``, then ``name.pt`` + ``name.json``.
 
-    The recipe is the small profile's default (:data:`RECIPE`: 20,000 expert episodes, 19.2
-    epochs, the default model); about 10 CPU minutes on one idle thread.  Returns the metadata.
+    The recipe is the small profile's default, BC preset :data:`RECIPE` (20,000 expert episodes,
+    19.2 epochs, the default model); about 10 CPU minutes on one idle thread.  Returns the metadata.
     """
+    import dataclasses
     import datetime
 
     from composition_gym.agents.bc import DEFAULT_CONFIG, behavior_cloning
     from composition_gym.registration import resolve_env_id
 
     env_id = resolve_env_id(env_id)
-    lm, stats = behavior_cloning(env_id, RECIPE["episodes"], config=DEFAULT_CONFIG, epochs=RECIPE["epochs"],
-                                 seed=seed, eval_episodes=eval_episodes, progress=False)
-    info = {"env_id": env_id, "recipe": {**RECIPE, "config": DEFAULT_CONFIG.to_dict()}, "seed": seed,
+    lm, stats = behavior_cloning(env_id, settings=RECIPE, config=DEFAULT_CONFIG, seed=seed,
+                                 eval_episodes=eval_episodes, progress=False)
+    recipe = {"preset": RECIPE, **dataclasses.asdict(BC_PRESETS[RECIPE]), "config": DEFAULT_CONFIG.to_dict()}
+    info = {"env_id": env_id, "recipe": recipe, "seed": seed,
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "heldout_greedy_success": stats["heldout_success"], "heldout_episodes": eval_episodes,
             "bc_stats": stats}
@@ -61,8 +64,8 @@ def make_pretrained(env_id: str, name: str = "small", seed: int = 0, out_dir: st
     return info
 
 
-#: The default behavior-cloning recipe of the small profile (``compgym train``'s defaults).
-RECIPE = {"episodes": 20_000, "epochs": 19.2, "batch_size": 128, "lr": 3e-3}
+#: The behavior-cloning preset of the shipped checkpoints (:data:`~composition_gym.agents.settings.BC_PRESETS`).
+RECIPE = "demo"
 
 
 def _path(name: str, ext: str) -> str:
