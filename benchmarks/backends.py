@@ -1,0 +1,411 @@
+"""Run a set of dependent, resumable runs: in-process, on a local process pool, or on Ray Tune.
+
+A :class:`RunSpec` is one run: a function named ``"module:function"``, its full config (seed
+included) and the keys of the runs it needs first (an RL arm needs its SFT checkpoint).  The
+function is called as ``fn(config, ctx)`` with a :class:`RunContext` and returns a JSON-able dict.
+:func:`execute` calls it and writes the record atomically into a :class:`~.store.RunStore`; every
+backend skips runs whose record exists, so a killed sweep started again with the same command
+redoes only the runs that had not finished.
+
+Backends:
+
+- :func:`run_local` (default): ``workers`` spawned processes with one torch thread each, runs
+  submitted as soon as their dependencies finish; ``workers=1`` runs in this process.
+- :func:`run_ray`: one Ray Tune trial per run, in phases by dependency depth (Tune has no
+  dependencies between trials); ``address`` joins an existing cluster, CPUs/GPUs per trial are
+  settable, each trial reports its metrics as it goes (``ctx.report``) and its final result.  The
+  bookkeeping is ours (the store), not Tune's restore: the store directory should be on a file
+  system the nodes share; where it is not, a trial that misses a dependency's checkpoint re-runs
+  that dependency on its own node (runs are deterministic, so the result is the same).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from composition_gym.benchmarks.store import RunStore, host, run_key
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: ``fn(config, ctx)`` after the runs ``deps`` (their keys) have finished.
+
+    Attributes:
+        fn: ``"module:function"``, importable in every worker.
+        config: the run's full settings (JSON values only); with ``fn`` it defines the key.
+        deps: keys of the runs whose records and artifacts this run reads.
+        name: a short label for progress displays and logs (not part of the key).
+    """
+
+    fn: str
+    config: Mapping[str, Any]
+    deps: tuple[str, ...] = ()
+    name: str = ""
+
+    @property
+    def key(self) -> str:
+        """The run's store key: a hash of ``fn`` and ``config``."""
+        return run_key(self.fn, self.config)
+
+    @property
+    def label(self) -> str:
+        """``name`` or, failing that, the key."""
+        return self.name or self.key
+
+
+@dataclass
+class RunContext:
+    """What a run function gets besides its config: where to write, how to report, its inputs."""
+
+    spec: RunSpec
+    store: RunStore
+    specs: Mapping[str, RunSpec] = field(default_factory=dict)
+    reporter: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def artifact_dir(self) -> Path:
+        """This run's own artifact directory (checkpoints for the runs that depend on it)."""
+        return self.store.artifact_dir(self.spec.key)
+
+    @property
+    def log_dir(self) -> Path:
+        """A TensorBoard directory for this run: ``<store>/tensorboard/<name or key>``."""
+        return self.store.root / "tensorboard" / self.spec.label.replace(" ", "_").replace("/", "_")
+
+    def dependency(self, key: str) -> tuple[dict[str, Any], Path]:
+        """The record and artifact directory of dependency ``key``.
+
+        When its record is missing here (a cluster node without the shared store), the dependency
+        is run again in this process first: runs are deterministic, so it gives the same result.
+        """
+        if key not in self.spec.deps:
+            raise KeyError(f"run {self.spec.label!r} did not declare {key!r} as a dependency")
+        if not self.store.done(key):
+            if key not in self.specs:
+                raise FileNotFoundError(f"dependency {key} of {self.spec.label!r} has no record in {self.store.root}")
+            execute(self.specs[key], self.store, self.specs)
+        return self.store.load(key), self.store.artifact_dir(key)
+
+    def report(self, **metrics: Any) -> None:
+        """Report intermediate metrics (Ray Tune shows them; the local backend ignores them)."""
+        if self.reporter is not None:
+            self.reporter(metrics)
+
+
+def resolve_fn(name: str) -> Callable[[Mapping[str, Any], RunContext], dict[str, Any]]:
+    """The function ``"module:function"`` names (``ValueError`` with the problem otherwise)."""
+    module, _, attr = name.partition(":")
+    if not module or not attr:
+        raise ValueError(f"a run function is named 'module:function', got {name!r}")
+    fn = getattr(importlib.import_module(module), attr, None)
+    if not callable(fn):
+        raise ValueError(f"{name!r} is not a function")
+    return fn
+
+
+def execute(spec: RunSpec, store: RunStore | str | os.PathLike, specs: Mapping[str, RunSpec] | None = None,
+            reporter: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Run ``spec`` unless its record exists, write the record atomically, and return it."""
+    store = store if isinstance(store, RunStore) else RunStore(store)
+    if store.done(spec.key):
+        return store.load(spec.key)
+    _single_thread()
+    ctx = RunContext(spec, store, specs or {}, reporter)
+    t0 = time.perf_counter()
+    result = resolve_fn(spec.fn)(dict(spec.config), ctx)
+    record = {"key": spec.key, "fn": spec.fn, "name": spec.name, "config": dict(spec.config),
+              "deps": list(spec.deps), "result": result, "seconds": round(time.perf_counter() - t0, 3),
+              "host": host(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    store.save(record)
+    return record
+
+
+def _single_thread() -> None:
+    """One torch thread per run: runs share few cores, and results must not depend on the thread count.
+
+    Torch is not imported for this (seconds per worker process): where it is not loaded yet, the
+    environment variables make it start with one thread when the run imports it.
+    """
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)
+
+
+def check_graph(specs: Sequence[RunSpec]) -> dict[str, RunSpec]:
+    """``{key: spec}``; ``ValueError`` on a duplicate run or a dependency that is not in ``specs``."""
+    by_key: dict[str, RunSpec] = {}
+    for spec in specs:
+        if spec.key in by_key:
+            raise ValueError(f"the same run appears twice: {spec.label!r} and {by_key[spec.key].label!r}")
+        by_key[spec.key] = spec
+    for spec in specs:
+        missing = [d for d in spec.deps if d not in by_key]
+        if missing:
+            raise ValueError(f"run {spec.label!r} depends on {missing}, which is not in the sweep")
+    return by_key
+
+
+def phases(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
+    """``specs`` grouped by dependency depth: every run's dependencies lie in earlier groups."""
+    by_key = check_graph(specs)
+    depth: dict[str, int] = {}
+
+    def level(key: str, trail: tuple[str, ...] = ()) -> int:
+        if key in trail:
+            raise ValueError(f"dependency cycle through {by_key[key].label!r}")
+        if key not in depth:
+            depth[key] = 1 + max((level(d, (*trail, key)) for d in by_key[key].deps), default=-1)
+        return depth[key]
+
+    groups: list[list[RunSpec]] = [[] for _ in range(1 + max((level(s.key) for s in specs), default=-1))]
+    for spec in specs:
+        groups[depth[spec.key]].append(spec)
+    return groups
+
+
+class RunFailed(RuntimeError):
+    """Some runs raised; the others finished and are stored (run the same command again to retry)."""
+
+
+def _raise_failures(failures: Mapping[str, str], specs: Mapping[str, RunSpec]) -> None:
+    """``failures`` maps a run key to its error text (a traceback, or why it was skipped)."""
+    if failures:
+        names = ", ".join(specs[k].label for k in list(failures)[:3]) + (", ..." if len(failures) > 3 else "")
+        first = next(iter(failures.values()))
+        raise RunFailed(f"{len(failures)} run(s) failed ({names}); finished runs are stored, the same command "
+                        f"retries the rest.  First error:\n{first}")
+
+
+# ---------------------------------------------------------------------------- local backend
+class _Inline:
+    """The Executor API, running each job at once in this process (``workers=1``)."""
+
+    def submit(self, fn: Callable, *args: Any) -> Future:
+        fut: Future = Future()
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:  # noqa: BLE001 (re-raised through fut.result())
+            fut.set_exception(exc)
+        return fut
+
+    def shutdown(self, cancel_futures: bool = False) -> None:
+        """Nothing runs in the background."""
+
+
+def _execute_in_worker(spec: RunSpec, root: str, specs: Mapping[str, RunSpec]) -> dict[str, Any]:
+    return execute(spec, root, specs)
+
+
+def run_local(specs: Sequence[RunSpec], store: RunStore, *, workers: int = 1, progress: Any = None) -> None:
+    """Run every unfinished spec on ``workers`` processes, each as soon as its dependencies are done.
+
+    A failing run does not stop the others (runs that depend on it are skipped);
+    :class:`RunFailed` is raised at the end.  ``progress`` receives ``started/finished/failed``.
+    """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    by_key = check_graph(specs)
+    waiting = [s for s in specs if not store.done(s.key)]
+    failures: dict[str, str] = {}
+    torch_threads = _torch_threads()
+    executor: Any = _Inline() if workers == 1 else ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"))
+    pending: dict[Future, RunSpec] = {}
+    try:
+        while waiting or pending:
+            for spec in [s for s in waiting if all(store.done(d) for d in s.deps)][: max(1, workers - len(pending))]:
+                waiting.remove(spec)
+                if progress is not None:
+                    progress.started(spec)
+                pending[executor.submit(_execute_in_worker, spec, str(store.root), by_key)] = spec
+            blocked = [s for s in waiting if any(d in failures for d in s.deps)]
+            for spec in blocked:
+                waiting.remove(spec)
+                failures[spec.key] = "skipped: a dependency failed"
+            if not pending:
+                if waiting and not blocked:
+                    raise RuntimeError(f"no run can start: {waiting[0].label!r} waits for runs that never finish")
+                continue
+            done, _ = wait(list(pending), return_when=FIRST_COMPLETED)
+            for fut in done:
+                spec = pending.pop(fut)
+                exc = fut.exception()
+                if exc is None:
+                    if progress is not None:
+                        progress.finished(spec, fut.result())
+                else:
+                    failures[spec.key] = "".join(traceback.format_exception(exc))
+                    if progress is not None:
+                        progress.failed(spec, exc)
+    finally:
+        executor.shutdown(cancel_futures=True)
+        _set_torch_threads(torch_threads)
+    _raise_failures(failures, by_key)
+
+
+def _torch_threads() -> int | None:
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.get_num_threads()
+
+
+def _set_torch_threads(n: int | None) -> None:
+    torch = sys.modules.get("torch")
+    if n is not None and torch is not None:
+        torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------------------- Ray Tune backend
+@dataclass(frozen=True)
+class RayOptions:
+    """How the Ray backend runs trials.
+
+    Attributes:
+        address: an existing cluster to join (``"auto"``, ``"ray://host:10001"``); ``None`` starts a
+            local Ray with ``num_cpus`` CPUs.
+        cpus_per_trial, gpus_per_trial: resources each trial reserves (fractions allowed).
+        max_concurrent: trials at once (``None``: as many as resources allow).
+        num_cpus: CPUs of the local Ray started when ``address`` is ``None`` (default: all).
+    """
+
+    address: str | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_concurrent: int | None = None
+    num_cpus: int | None = None
+
+    def validate(self) -> None:
+        """``ValueError`` naming the first impossible field."""
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise ValueError(f"need cpus_per_trial > 0 and gpus_per_trial >= 0, got {self.cpus_per_trial}, "
+                             f"{self.gpus_per_trial}")
+        for name in ("max_concurrent", "num_cpus"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+
+
+def _ray_trainable(param: dict[str, Any], *, specs: Mapping[str, RunSpec], root: str) -> dict[str, Any]:
+    """One Tune trial: execute the run named by ``param["run"]``, reporting metrics as it goes."""
+    from ray import tune
+
+    spec = specs[param["run"]]
+
+    def report(metrics: dict[str, Any]) -> None:
+        tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))})
+
+    record = execute(spec, root, specs, reporter=report)
+    final = {"run_key": spec.key, "seconds": record["seconds"], "done": True}
+    final.update({k: v for k, v in _flat(record["result"]).items()})
+    tune.report(final)
+    return final
+
+
+def _flat(result: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested numbers as ``{"a/b": 1.0}`` (what Tune's result table can show)."""
+    out: dict[str, Any] = {}
+    for k, v in result.items():
+        if isinstance(v, Mapping):
+            out.update(_flat(v, f"{prefix}{k}/"))
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def run_ray(specs: Sequence[RunSpec], store: RunStore, *, options: RayOptions | None = None,
+            progress: Any = None, name: str = "sweep") -> None:
+    """Run every unfinished spec as a Ray Tune trial, one Tune run per dependency phase."""
+    try:
+        import ray
+        from ray import tune
+    except ImportError as exc:
+        raise ImportError("the ray backend needs Ray Tune: pip install 'composition-gym[ray]'") from exc
+    options = options or RayOptions()
+    options.validate()
+    by_key = check_graph(specs)
+    started_ray = False
+    if not ray.is_initialized():
+        # The workers import this package; a local Ray shares this interpreter's environment.
+        ray.init(address=options.address, num_cpus=None if options.address else options.num_cpus,
+                 include_dashboard=False, log_to_driver=False, configure_logging=False)
+        started_ray = True
+    failures: dict[str, str] = {}
+    try:
+        for k, group in enumerate(phases(specs)):
+            todo = [s for s in group if not store.done(s.key)
+                    and not any(d in failures for d in s.deps)]
+            failures.update({s.key: "skipped: a dependency failed" for s in group
+                             if not store.done(s.key) and s not in todo})
+            if not todo:
+                continue
+            trainable = tune.with_resources(
+                tune.with_parameters(_ray_trainable, specs=by_key, root=str(store.root)),
+                {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial})
+            tuner = tune.Tuner(
+                trainable,
+                param_space={"run": tune.grid_search([s.key for s in todo])},
+                tune_config=tune.TuneConfig(max_concurrent_trials=options.max_concurrent),
+                run_config=tune.RunConfig(name=f"{name}-phase{k}", storage_path=str(store.root / "ray"),
+                                          verbose=0, callbacks=[_TuneProgress(by_key, progress)]
+                                          if progress is not None else None),
+            )
+            results = tuner.fit()
+            for result in results:
+                key = result.config["run"]
+                if result.error is not None:
+                    failures[key] = str(result.error)
+                elif not store.done(key):
+                    # The trial ran on a node without the shared store: its record comes back here.
+                    raise RunFailed(f"trial {by_key[key].label!r} finished but {store.root} has no record: "
+                                    "put the sweep directory on a file system every node shares")
+    finally:
+        if started_ray:
+            ray.shutdown()
+    _raise_failures(failures, by_key)
+
+
+def _TuneProgress(specs: Mapping[str, RunSpec], progress: Any) -> Any:
+    """A Tune callback that forwards trial starts, completions and errors to ``progress``."""
+    from ray.tune import Callback
+
+    class TuneProgress(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):  # noqa: D102 (Tune's hook)
+            progress.started(specs[trial.config["run"]])
+
+        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D102
+            progress.finished(specs[trial.config["run"]], {"seconds": (trial.last_result or {}).get("seconds")})
+
+        def on_trial_error(self, iteration, trials, trial, **info):  # noqa: D102
+            progress.failed(specs[trial.config["run"]], RuntimeError("trial failed"))
+
+    return TuneProgress()
+
+
+def run(specs: Sequence[RunSpec], store: RunStore, *, backend: str = "local", workers: int = 1,
+        ray_options: RayOptions | None = None, progress: Any = None, name: str = "sweep") -> list[dict[str, Any]]:
+    """Run ``specs`` on ``backend`` (skipping finished ones) and return every record, in ``specs`` order."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    if backend == "local":
+        run_local(specs, store, workers=workers, progress=progress)
+    else:
+        run_ray(specs, store, options=ray_options, progress=progress, name=name)
+    return [store.load(s.key) for s in specs]
+
+
+def already_done(specs: Iterable[RunSpec], store: RunStore) -> list[RunSpec]:
+    """The specs whose record exists (what a restarted sweep skips)."""
+    return [s for s in specs if store.done(s.key)]
