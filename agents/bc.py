@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import LMAgent
 from composition_gym.agents.evaluation import evaluate, rollout
+from composition_gym.agents.sampling import make_vec, play
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 from composition_gym.registration import resolve_env_ids, short_name
 from composition_gym.tokens import PAD_ID
@@ -70,30 +71,28 @@ class Sequences:
                          torch.cat([pad(self.targets, IGNORE), pad(other.targets, IGNORE)]))
 
 
-def expert_sequences(env_ids: Sequence[str], episodes: int, seed: int) -> Sequences:
+def expert_sequences(env_ids: Sequence[str], episodes: int, seed: int, *, batch_size: int = 1024) -> Sequences:
     """Teacher-forcing data from ``episodes`` expert episodes, spread round-robin over ``env_ids``.
 
     Episode ``i`` plays ``env_ids[i % n]`` reset with seed ``seed + i``; the expert is the env's
-    own :meth:`~composition_gym.env.CompositionEnv.expert_action`.
+    own oracle, played ``batch_size`` episodes at a time on the native vector env.
     """
-    envs = [gym.make(e) for e in env_ids]
-    inputs, targets = [], []
-    for i in range(episodes):
-        env = envs[i % len(envs)]
-        obs, _ = env.reset(seed=seed + i)
-        prompt_len = int(np.count_nonzero(obs))
-        done = False
-        while not done:
-            obs, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
-            done = terminated or truncated
-        seq = obs[: int(np.count_nonzero(obs))].tolist()
-        # Position t predicts token t+1; only positions whose next token is part of the trace count.
-        tgt = [IGNORE] * (prompt_len - 1) + seq[prompt_len:]
-        inputs.append(seq[:-1])
-        targets.append(tgt)
-    for env in envs:
-        env.close()
-    return Sequences.from_lists(inputs, targets)
+    rows: list[tuple[list[int], list[int]] | None] = [None] * episodes
+    for k, env_id in enumerate(env_ids):
+        index = list(range(k, episodes, len(env_ids)))
+        if not index:
+            continue
+        venv = make_vec(env_id, min(batch_size, len(index)))
+        for start in range(0, len(index), venv.num_envs):
+            chunk = index[start:start + venv.num_envs]
+            played = play(venv, [seed + i for i in chunk], None)
+            for j, i in enumerate(chunk):
+                obs, prompt_len = played.obs[j], int(played.prompt_len[j])
+                seq = obs[: int(np.count_nonzero(obs))].tolist()
+                # Position t predicts token t+1; only positions whose next token is part of the trace count.
+                rows[i] = (seq[:-1], [IGNORE] * (prompt_len - 1) + seq[prompt_len:])
+        venv.close()
+    return Sequences.from_lists([r[0] for r in rows], [r[1] for r in rows])
 
 
 def dagger_sequences(lm: TransformerLM, env_ids: Sequence[str], episodes: int, seed: int) -> tuple[Sequences, float]:

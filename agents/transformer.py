@@ -168,6 +168,20 @@ class Rotary(nn.Module):
         angles = torch.outer(t, self.inv_freq).float()
         self.register_buffer("pos_angles", angles, persistent=False)
 
+    def at(self, position: torch.Tensor, segment: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(cos, sin)`` ``[B, 1, 1, head_dim]`` for one token per row at ``position`` in ``segment``.
+
+        The same angles :meth:`tables` gives that token in a full forward (KV-cached decoding).
+        """
+        need = int(position.max()) + 1 if position.numel() else 1
+        if need > self.pos_angles.shape[0]:
+            self._extend(max(need, 2 * self.pos_angles.shape[0]))
+        angles = self.pos_angles[position]  # [B, pos_pairs]
+        if self.seg_pairs:
+            angles = torch.cat([angles, segment.float().unsqueeze(-1) * self.seg_freq], dim=-1)
+        angles = torch.cat([angles, angles], dim=-1)[:, None, None, :]
+        return angles.cos(), angles.sin()
+
     def tables(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(cos, sin)`` for token ids ``[B, T]``: shape ``[1 or B, 1, T, head_dim]`` (broadcast over heads)."""
         length = ids.shape[1]
@@ -207,10 +221,13 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return q, k, v
 
-    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                kv_out: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = self._heads(x)
         q, k = Rotary.rotate(q, cos, sin), Rotary.rotate(k, cos, sin)
+        if kv_out is not None:  # prefill of a KV cache: keep the rotated keys and the values
+            kv_out.append((k, v))
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, t, d)))
         return x + self.drop(self.ffn(self.ln2(x)))
@@ -233,6 +250,48 @@ class Block(nn.Module):
                                            dropout_p=self.dropout if self.training else 0.0)
         h = x[rows, index] + self.drop(self.proj(a.reshape(b, d)))
         return h + self.drop(self.ffn(self.ln2(h)))
+
+
+    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
+                       values: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """One new token per row, ``x`` ``[B, 1, d]``, attending to the cache and itself.
+
+        Writes the token's rotated key and value at ``position[b]`` of ``keys``/``values``
+        ``[B, H, C, hd]`` (in place); attends to positions ``<= position[b]``.
+        """
+        b, _, d = x.shape
+        q, k, v = self._heads(x)  # [B, H, 1, hd]
+        q, k = Rotary.rotate(q, cos, sin), Rotary.rotate(k, cos, sin)
+        rows = torch.arange(b, device=x.device)
+        keys[rows, :, position] = k[:, :, 0]
+        values[rows, :, position] = v[:, :, 0]
+        width = int(position.max()) + 1  # no row sees past its own position: cut the rest
+        visible = (torch.arange(width, device=x.device)[None, :] <= position[:, None]).view(b, 1, 1, width)
+        a = F.scaled_dot_product_attention(q, keys[:, :, :width], values[:, :, :width], attn_mask=visible)
+        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, 1, d)))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for a batch of sequences being decoded one token at a time.
+
+    Row ``b`` holds ``length[b]`` tokens at positions ``0 … length[b] - 1``; the next token goes
+    at ``length[b]``.  ``segment`` and ``run`` carry the last token's segment index and its index
+    inside a run of letters, so the rotary and string-position inputs of the next token need no
+    look back.  Built by :meth:`TransformerLM.prefill`, advanced by :meth:`TransformerLM.decode`.
+    """
+
+    keys: list[torch.Tensor]  # per layer [B, H, capacity, head_dim] (rotated)
+    values: list[torch.Tensor]
+    length: torch.Tensor  # [B]
+    segment: torch.Tensor  # [B]
+    run: torch.Tensor  # [B]
+
+    def select(self, rows: torch.Tensor) -> KVCache:
+        """The cache of the rows ``rows`` only (drop finished sequences to save compute)."""
+        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values],
+                       self.length[rows], self.segment[rows], self.run[rows])
 
 
 class TransformerBody(nn.Module):
@@ -269,6 +328,51 @@ class TransformerBody(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin)
         return self.ln_f(x)
+
+    def prefill(self, ids: torch.Tensor, capacity: int) -> tuple[torch.Tensor, KVCache]:
+        """Hidden state ``[B, d]`` at the last real token of each right-padded row, and the KV cache.
+
+        Positions past a row's real length hold padding in the cache; decoding overwrites them
+        one by one before any query can see them.
+        """
+        self._check(ids)
+        ids, lengths = trim_to_real(ids)
+        if ids.shape[1] > capacity:
+            raise ValueError(f"prompt of {ids.shape[1]} tokens does not fit a KV cache of capacity {capacity}")
+        cos, sin = self.rotary.tables(ids)
+        x = self._embed(ids)
+        kv: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for block in self.blocks:
+            x = block(x, cos, sin, kv_out=kv)
+        b, t = ids.shape
+        rows, last = torch.arange(b, device=ids.device), (lengths - 1).clamp(min=0)
+        keys, values = [], []
+        for k, v in kv:
+            kc = k.new_zeros(b, k.shape[1], capacity, k.shape[3])
+            vc = v.new_zeros(b, v.shape[1], capacity, v.shape[3])
+            kc[:, :, :t], vc[:, :, :t] = k, v
+            keys.append(kc)
+            values.append(vc)
+        segment = ((ids == SEP_ID) | (ids == STEP_ID)).cumsum(dim=1)[rows, last]
+        run = string_positions(ids, capacity + 1)[rows, last]
+        return self.ln_f(x[rows, last]), KVCache(keys, values, lengths.clone(), segment, run)
+
+    def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Hidden state ``[B, d]`` of one new token per row appended at ``cache.length``; advances the cache."""
+        capacity = cache.keys[0].shape[2]
+        position = cache.length.clamp(max=capacity - 1)  # a finished row may run past; it is ignored
+        segment = cache.segment + ((tokens == SEP_ID) | (tokens == STEP_ID)).long()
+        letter = (tokens >= LETTER_FIRST) & (tokens <= LETTER_LAST)
+        run = torch.where(letter, cache.run + 1, torch.zeros_like(cache.run))
+        x = self.embed(tokens)
+        if self.string_pos is not None:
+            x = x + self.string_pos(run.clamp(max=self.config.string_positions - 1))
+        x = self.drop(x).unsqueeze(1)
+        cos, sin = self.rotary.at(position, segment)
+        for block, k, v in zip(self.blocks, cache.keys, cache.values):
+            x = block.forward_cached(x, cos, sin, k, v, position)
+        cache.length, cache.segment, cache.run = cache.length + 1, segment, run
+        return self.ln_f(x[:, 0])
 
     def last_hidden(self, ids: torch.Tensor) -> torch.Tensor:
         """Hidden state ``[B, d]`` at the last real token of each right-padded row.
@@ -332,9 +436,21 @@ class TransformerLM(nn.Module):
             logits = logits.masked_fill(~m, float("-inf"))
         return logits.argmax(dim=-1)
 
-    def num_parameters(self) -> int:
-        """Number of trainable parameters."""
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
+    def prefill(self, ids: torch.Tensor, capacity: int | None = None) -> tuple[torch.Tensor, KVCache]:
+        """Start incremental decoding: next-token logits ``[B, V]`` after each right-padded row, and its cache.
+
+        ``capacity`` (default: ``ids.shape[1]``, an env observation's width) bounds the total length.
+        """
+        hidden, cache = self.body.prefill(ids, capacity or ids.shape[1])
+        return self.head(hidden), cache
+
+    def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Append one token per row (``[B]``) to ``cache``; next-token logits ``[B, V]``.
+
+        Equal to ``last_logits`` of the whole sequence so far (up to float rounding), at the cost
+        of one position per row instead of the whole prefix.
+        """
+        return self.head(self.body.decode(tokens, cache))
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
@@ -393,6 +509,7 @@ def load_state_checked(module: nn.Module, state: Any, what: str) -> None:
 
 
 __all__ = [
+    "KVCache",
     "TransformerBody",
     "TransformerConfig",
     "TransformerLM",

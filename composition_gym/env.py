@@ -128,13 +128,21 @@ class CompositionEnv(gym.Env):
     CompositionEnv(profile="small", depth=3, split="sft", split_seed=0, trace_format="values",
                    process_reward=0.0, format_penalty=0.0, max_len=None, render_mode=None,
                    skills=None, routings=None, alphabet=None, input_len=None,
-                   max_result_len=None)
+                   max_result_len=None, identifiable=False, depth_weights=None, exposure=0.0,
+                   share_atomic=False)
     ```
 
     * ``profile``: ``"small"`` or ``"paper"`` (:mod:`composition_gym.profiles`); ``skills``,
       ``routings``, ``alphabet``, ``input_len``, ``max_result_len`` override its fields.
     * ``depth``: an int L or ``[min, max]`` (inclusive).
-    * ``split``, ``split_seed``: which cascades are allowed (:data:`~composition_gym.supports.SPLITS`).
+    * ``depth_weights``: one weight per depth of the range (``None``: uniform).
+    * ``split``, ``split_seed`` (an int): which cascades are allowed (:data:`~composition_gym.supports.SPLITS`).
+    * ``identifiable``: draw only problems in which every step matters (replacing any one step by
+      the identity changes the answer); cascades that never are stay outside the split.
+    * ``share_atomic``: depth-1 cascades belong to every ``hash`` split (``sft``/``rl``/``unseen``).
+    * ``exposure``: in ``[0, 1]``, for the ``pairs``/``routing_skill`` families: the ``_id`` split
+      shows an exposable half of the held-out cascades at this rate and the ``_ood`` split keeps
+      the other half (use the same value on both sides); ``0`` holds every held-out one out.
     * ``trace_format``: ``"values"`` (intermediates then answer), ``"tagged"`` (each step tagged
       with its modules) or ``"answer"``.
     * ``max_len``: observation length; default fits every trace of the profile up to its OOD depth,
@@ -143,6 +151,9 @@ class CompositionEnv(gym.Env):
 
     ## Version History
 
+    * v1: identifiable problems (``identifiable=True``), depth-mixed training sets
+      (``Compose-L1to3``, ``share_atomic=True``, ``depth_weights``) and the ``exposure`` knob;
+      settings that cannot be sampled fail at construction instead of hanging.
     * v0: initial release.
     """
 
@@ -164,6 +175,10 @@ class CompositionEnv(gym.Env):
         alphabet: str | None = None,
         input_len: list[int] | tuple[int, int] | None = None,
         max_result_len: int | None = None,
+        identifiable: bool = False,
+        depth_weights: list[float] | tuple[float, ...] | None = None,
+        exposure: float = 0.0,
+        share_atomic: bool = False,
     ):
         self.profile = get_profile(profile).with_overrides(
             skills=skills, routings=routings, alphabet=alphabet, input_len=input_len, max_result_len=max_result_len
@@ -186,7 +201,9 @@ class CompositionEnv(gym.Env):
             if not isinstance(value, (int, float)) or not np.isfinite(value):
                 raise ValueError(f"{name} must be a finite number, got {value!r}")
 
-        self.support = Support(self.profile, split, depths, split_seed)
+        self.support = Support(self.profile, split, depths, split_seed, identifiable=identifiable,
+                               share_atomic=share_atomic, exposure=exposure,
+                               depth_weights=None if depth_weights is None else tuple(depth_weights))
         self.sampler = CascadeSampler(self.support)
         self.trace_format = trace_format
         self.process_reward = float(process_reward)

@@ -10,7 +10,12 @@ unprefixed; the ``paper`` profile's carry ``Paper-``.  A preset's ``role`` says 
 uses it: ``id`` ids hold the compositions a model trains on (the ``id`` suite), ``ood`` ids never
 share a cascade with the training ids of their family (the ``ood`` suite), and ``family`` ids
 belong to another split family (skill pairs, routing x skill, atomic): registered for
-experiments of their own, they are in the ``all`` suite only.
+experiments of their own, they are in the ``all`` suite only; ``train`` ids are depth-mixed
+training sets (``Compose-L1to3``), in the ``all`` suite only since their depths are evaluated one
+by one by the ``id`` ids.
+
+``-v1`` ids draw identifiable problems only, put every atomic module in the hash family's
+training sets (``share_atomic``), and add the depth-mixed training sets; ``-v0`` ids are frozen.
 """
 
 from __future__ import annotations
@@ -23,18 +28,24 @@ import gymnasium as gym
 NAMESPACE = "composition_gym"
 ENTRY_POINT = "composition_gym.env:CompositionEnv"
 VECTOR_ENTRY_POINT = "composition_gym.vector:CompositionVectorEnv"
-ROLES = ("id", "ood", "family")
+ROLES = ("id", "ood", "family", "train")
 SUITES = ("id", "ood", "all")
 PROFILE_PREFIX = {"small": "", "paper": "Paper-"}
 VERSION = "v0"
+VERSIONS = ("v0", "v1")
+#: Depth weights of the depth-mixed (``"mixed"``, depths 1..train depth) v1 ids: half the problems
+#: at the training depth, a fifth atomic (every module as a one-step problem).
+MIXED_DEPTH_WEIGHTS = (0.2, 0.3, 0.5)
+#: Kwargs every v1 id passes on top of profile, split and depth.
+V1_KWARGS = {"identifiable": True, "share_atomic": True}
 
 
 @dataclass(frozen=True)
 class Preset:
     """One registered id: its name (without namespace/profile prefix), split, depth and purpose.
 
-    ``depth`` is ``"train"``, ``"ood"`` or ``"atomic"``, resolved per profile; ``role`` is one
-    of :data:`ROLES`.
+    ``depth`` is ``"train"``, ``"ood"``, ``"atomic"`` or ``"mixed"`` (1 to the training depth,
+    weighted by :data:`MIXED_DEPTH_WEIGHTS`), resolved per profile; ``role`` is one of :data:`ROLES`.
     """
 
     name: str
@@ -55,6 +66,18 @@ PRESETS: tuple[Preset, ...] = (
     Preset("Pairs-OOD-L3", "pairs_ood", "train", "family", "L=3 with at least one held-out skill pair"),
     Preset("RoutingSkill-ID-L3", "routing_skill_id", "train", "family", "L=3 without held-out routing x skill pairs"),
     Preset("RoutingSkill-OOD-L3", "routing_skill_ood", "train", "family", "L=3 with at least one held-out routing x skill pair"),
+    # v1: identifiable problems; training sets mix depths 1-3 so L=1 is no new prompt shape.
+    Preset("Compose-L1to3", "sft", "mixed", "train", "SFT composition set, depths 1-3 (weights .2/.3/.5; every atomic module at L=1)", "v1"),
+    Preset("Compose-L3", "sft", "train", "id", "SFT composition set at L=3 (seen compositions)", "v1"),
+    Preset("Compose-RL-L1to3", "rl", "mixed", "train", "RL composition set, depths 1-3, disjoint from SFT at L>=2", "v1"),
+    Preset("Compose-RL-L3", "rl", "train", "id", "RL composition set at L=3, disjoint from SFT", "v1"),
+    Preset("Atomic-L1", "all", "atomic", "id", "atomic modules in isolation (L=1; all in the L1to3 sets)", "v1"),
+    Preset("OOD-Unseen-L3", "unseen", "train", "ood", "unseen compositions at L=3 (never in SFT or RL sets)", "v1"),
+    Preset("OOD-Depth-L4", "all", "ood", "ood", "deeper cascades, L=4 (one level beyond training)", "v1"),
+    Preset("Pairs-ID-L1to3", "pairs_id", "mixed", "family", "depths 1-3 without held-out skill pairs (exposure= shows some)", "v1"),
+    Preset("Pairs-OOD-L3", "pairs_ood", "train", "family", "L=3 with a held-out skill pair (with exposure>0: the evaluation half)", "v1"),
+    Preset("RoutingSkill-ID-L1to3", "routing_skill_id", "mixed", "family", "depths 1-3 without held-out routing x skill pairs (exposure= shows some)", "v1"),
+    Preset("RoutingSkill-OOD-L3", "routing_skill_ood", "train", "family", "L=3 with a held-out routing x skill pair (with exposure>0: the evaluation half)", "v1"),
 )
 
 
@@ -79,18 +102,30 @@ def _kwargs(profile: str, preset: Preset) -> dict:
     from composition_gym.profiles import get_profile
 
     p = get_profile(profile)
-    depth = {"train": p.train_depth, "ood": p.ood_depth, "atomic": 1}[preset.depth]
-    return {"profile": profile, "split": preset.split, "depth": depth}
+    if preset.depth == "mixed":
+        if p.train_depth != len(MIXED_DEPTH_WEIGHTS):
+            raise ValueError(f"profile {profile!r}: MIXED_DEPTH_WEIGHTS has one weight per depth 1..{len(MIXED_DEPTH_WEIGHTS)}")
+        kw = {"profile": profile, "split": preset.split, "depth": [1, p.train_depth],
+              "depth_weights": list(MIXED_DEPTH_WEIGHTS)}
+    else:
+        depth = {"train": p.train_depth, "ood": p.ood_depth, "atomic": 1}[preset.depth]
+        kw = {"profile": profile, "split": preset.split, "depth": depth}
+    if preset.version == "v1":
+        kw.update(V1_KWARGS)
+    return kw
 
 
 def list_envs() -> list[dict]:
-    """Every registered id with its profile, split, depth, role and purpose."""
+    """Every registered id with its profile, split, depth, role, purpose and ``kwargs`` (what
+    ``gym.make`` passes to the env; depth-mixed and v1 ids add ``depth_weights``,
+    ``identifiable`` and ``share_atomic``)."""
     rows = []
-    for profile in PROFILE_PREFIX:
-        for preset in PRESETS:
-            kw = _kwargs(profile, preset)
-            rows.append({"id": env_id(preset.name, profile, preset.version), **kw, "role": preset.role,
-                         "purpose": preset.purpose})
+    for version in VERSIONS:
+        for profile in PROFILE_PREFIX:
+            for preset in (p for p in PRESETS if p.version == version):
+                kw = _kwargs(profile, preset)
+                rows.append({"id": env_id(preset.name, profile, preset.version), **kw, "role": preset.role,
+                             "purpose": preset.purpose, "version": preset.version, "kwargs": kw})
     return rows
 
 
@@ -103,7 +138,7 @@ def register_envs() -> None:
             id=row["id"],
             entry_point=ENTRY_POINT,
             vector_entry_point=VECTOR_ENTRY_POINT,
-            kwargs={k: row[k] for k in ("profile", "split", "depth")},
+            kwargs=dict(row["kwargs"]),
         )
 
 
@@ -173,7 +208,8 @@ def ids_table() -> str:
     """The registered ids as a markdown table (the README renders it)."""
     rows = ["| id | profile | split | L | role | purpose |", "|---|---|---|---|---|---|"]
     for r in list_envs():
-        rows.append(f"| `{r['id']}` | {r['profile']} | `{r['split']}` | {r['depth']} | {r['role']} | {r['purpose']} |")
+        depth = "-".join(map(str, r["depth"])) if isinstance(r["depth"], list) else r["depth"]
+        rows.append(f"| `{r['id']}` | {r['profile']} | `{r['split']}` | {depth} | {r['role']} | {r['purpose']} |")
     return "\n".join(rows)
 
 

@@ -1,0 +1,194 @@
+"""Batched episodes on the native vector env: the one rollout path of the agents package.
+
+:func:`play` resets a :class:`~composition_gym.vector.CompositionVectorEnv` with one seed per row
+(row ``i`` meets exactly the problem ``gym.make(id).reset(seed=seeds[i])`` meets) and steps all
+rows in lockstep until every episode has ended, asking a *chooser* for the tokens of the rows
+still playing.  Three choosers cover every user:
+
+* :class:`LMChooser`: a :class:`~composition_gym.agents.transformer.TransformerLM` with a KV cache
+  (the prompt is prefilled once, then one position per row and step), greedy or sampled at a
+  temperature under the grammar mask: RL sampling, evaluation and :class:`LMAgent`;
+* :class:`AgentChooser`: any agent with ``act_batch`` (or ``act``, one row at a time);
+* the env's own oracle (``chooser=None``): behavior-cloning data.
+
+Rows whose episode has ended are fed the oracle's token: under the default ``NEXT_STEP``
+autoreset they play a new (ignored) episode, and the oracle's token is always a legal action.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from composition_gym import tokens as T
+from composition_gym.agents.transformer import TransformerLM
+
+
+@dataclass
+class Played:
+    """Ended episodes of one :func:`play` call, one row per seed.
+
+    Attributes:
+        obs: ``[N, max_len]`` final observations (prompt + trace, right-padded).
+        prompt_len: ``[N]`` prompt tokens (the trace starts there).
+        actions: ``[N, S]`` tokens written (``<pad>`` after a row's end).
+        masks: ``[N, S, V]`` grammar masks at each written token (only with ``record_masks``).
+        expert: ``[N, S]`` the oracle's token at each visited state (only with ``record_expert``).
+        steps: ``[N]`` tokens written per row.
+        reward: ``[N]`` episode return.
+        infos: the env's final ``info`` per row (``is_success``, ``diagnosis``, ``cascade`` …).
+    """
+
+    obs: np.ndarray
+    prompt_len: np.ndarray
+    actions: np.ndarray
+    masks: np.ndarray | None
+    expert: np.ndarray | None
+    steps: np.ndarray
+    reward: np.ndarray
+    infos: list[dict[str, Any]]
+
+    @property
+    def success(self) -> np.ndarray:
+        """``[N]`` bool: the env's ``is_success``."""
+        return np.array([bool(i["is_success"]) for i in self.infos])
+
+
+class LMChooser:
+    """Tokens from a :class:`TransformerLM` with a KV cache: greedy (``temperature=0``) or sampled.
+
+    Args:
+        lm: the model (its device is used).
+        temperature: ``0`` takes the masked argmax; ``> 0`` samples ``softmax(logits / T)``
+            restricted to the grammar mask.
+        generator: the ``torch.Generator`` for sampling (repeatable runs).
+        masked: restrict to the grammar mask (``False``: the raw argmax or distribution).
+    """
+
+    def __init__(self, lm: TransformerLM, temperature: float = 0.0, generator: torch.Generator | None = None,
+                 masked: bool = True):
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        self.lm, self.temperature, self.generator, self.masked = lm, float(temperature), generator, masked
+        self.device = next(lm.parameters()).device
+
+    @torch.no_grad()
+    def start(self, obs: np.ndarray) -> None:
+        """Prefill the cache with every row's prompt."""
+        ids = torch.as_tensor(obs, dtype=torch.int64, device=self.device)
+        self.logits, self.cache = self.lm.prefill(ids, capacity=ids.shape[1])
+        self.rows = np.arange(len(obs))  # env row of each cache row
+        self.pending: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def choose(self, obs: np.ndarray, masks: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """Tokens for the env rows ``alive`` (a sorted subset of the rows of the last call)."""
+        if self.pending is not None:
+            self.logits = self.lm.decode(self.pending, self.cache)
+        if len(alive) <= len(self.rows) // 2:  # drop finished rows: decoding cost follows the live count
+            keep = torch.as_tensor(np.searchsorted(self.rows, alive), device=self.device)
+            self.cache, self.logits, self.rows = self.cache.select(keep), self.logits[keep], alive
+        where = torch.as_tensor(np.searchsorted(self.rows, alive), device=self.device)
+        logits = self.logits[where].float()
+        if self.masked:
+            m = torch.as_tensor(masks[alive], dtype=torch.bool, device=self.device)
+            logits = logits.masked_fill(~m, float("-inf"))
+        if self.temperature == 0:
+            tokens = logits.argmax(dim=-1)
+        else:
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            tokens = torch.multinomial(probs, 1, generator=self.generator)[:, 0]
+        pending = torch.full((len(self.rows),), T.PAD_ID, dtype=torch.int64, device=self.device)
+        pending[where] = tokens
+        self.pending = pending
+        return tokens.cpu().numpy()
+
+
+class AgentChooser:
+    """Tokens from an agent: ``act_batch`` over the live rows, else ``act`` row by row."""
+
+    def __init__(self, agent: Any):
+        self.agent = agent
+        self.batched = callable(getattr(agent, "act_batch", None))
+
+    def start(self, obs: np.ndarray) -> None:
+        """Nothing to prepare: agents read the observation."""
+
+    def choose(self, obs: np.ndarray, masks: np.ndarray, alive: np.ndarray) -> np.ndarray:
+        """Tokens for the env rows ``alive``."""
+        infos = [{"action_mask": masks[i]} for i in alive]
+        if self.batched:
+            return np.asarray(self.agent.act_batch(obs[alive], infos), dtype=np.int64).reshape(len(alive))
+        return np.array([int(self.agent.act(obs[i], info)) for i, info in zip(alive, infos)], dtype=np.int64)
+
+
+def _final_info(info: dict[str, Any], i: int) -> dict[str, Any]:
+    """Row ``i``'s entries of a batched ``info`` (the keys whose ``_key`` flag is set for it)."""
+    return {k: v[i] for k, v in info.items() if not k.startswith("_") and info.get("_" + k, np.ones(1, bool))[i]}
+
+
+def play(venv: gym.vector.VectorEnv, seeds: list[int], chooser: Any | None, *, record_masks: bool = False,
+         record_expert: bool = False) -> Played:
+    """Play one episode per seed on ``venv`` (rows past ``len(seeds)`` idle) until all have ended.
+
+    Args:
+        venv: a composition vector env with ``num_envs >= len(seeds)``.
+        seeds: row ``i`` is reset with ``seeds[i]``.
+        chooser: :class:`LMChooser`, :class:`AgentChooser`, or ``None`` for the env's oracle.
+        record_masks: keep the grammar mask at every written token (RL's masked log-softmax).
+        record_expert: keep the oracle's token at every visited state (DAgger labels).
+    """
+    env = venv.unwrapped
+    n, count = venv.num_envs, len(seeds)
+    if not 1 <= count <= n:
+        raise ValueError(f"need 1..{n} seeds for a vector env of {n} rows, got {count}")
+    all_seeds = [int(s) for s in seeds] + [int(seeds[-1])] * (n - count)
+    obs, info = venv.reset(seed=all_seeds)
+    prompt_len = (obs != T.PAD_ID).sum(axis=1)
+    width = obs.shape[1]
+    actions = np.zeros((count, width), dtype=np.int64)
+    masks = np.zeros((count, width, T.VOCAB_SIZE), dtype=bool) if record_masks else None
+    expert = np.zeros((count, width), dtype=np.int64) if record_expert else None
+    steps = np.zeros(count, dtype=np.int64)
+    reward = np.zeros(count, dtype=np.float64)
+    final_obs = np.zeros((count, width), dtype=np.int64)
+    infos: list[dict[str, Any]] = [{} for _ in range(count)]
+    alive = np.arange(count)
+    if chooser is not None:
+        chooser.start(obs)
+    while alive.size:
+        mask = info["action_mask"]
+        oracle = env.expert_actions()
+        step_actions = oracle.copy()
+        chosen = oracle[alive] if chooser is None else chooser.choose(obs, mask, alive)
+        step_actions[alive] = chosen
+        k = steps[alive]
+        actions[alive, k] = chosen
+        if masks is not None:
+            masks[alive, k] = mask[alive]
+        if expert is not None:
+            expert[alive, k] = oracle[alive]
+        obs, r, terminated, truncated, info = venv.step(step_actions)
+        steps[alive] += 1
+        reward[alive] += r[alive]
+        ended = alive[(terminated | truncated)[alive]]
+        for i in ended.tolist():
+            final_obs[i] = obs[i]
+            infos[i] = _final_info(info, i)
+        alive = alive[~(terminated | truncated)[alive]]
+    width_used = max(int(steps.max()), 1)
+    return Played(final_obs, prompt_len[:count], actions[:, :width_used],
+                  None if masks is None else masks[:, :width_used],
+                  None if expert is None else expert[:, :width_used], steps, reward, infos)
+
+
+def make_vec(env_id: str, num_envs: int, **env_kwargs: Any) -> gym.vector.VectorEnv:
+    """The native vector env of ``env_id`` (its ``vector_entry_point``) with ``num_envs`` rows."""
+    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **env_kwargs)
+
+
+__all__ = ["AgentChooser", "LMChooser", "Played", "make_vec", "play"]
