@@ -81,8 +81,9 @@ class RunContext:
 
     @property
     def log_dir(self) -> Path:
-        """A TensorBoard directory for this run: ``<store>/tensorboard/<name or key>``."""
-        return self.store.root / "tensorboard" / self.spec.label.replace(" ", "_").replace("/", "_")
+        """This run's TensorBoard (and trainer checkpoint) directory: ``<store>/tensorboard/<name>-<key>``."""
+        name = self.spec.name.replace(" ", "_").replace("/", "_")
+        return self.store.root / "tensorboard" / (f"{name}-{self.spec.key}" if name else self.spec.key)
 
     def dependency(self, key: str) -> tuple[dict[str, Any], Path]:
         """The record and artifact directory of dependency ``key``.

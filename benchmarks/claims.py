@@ -58,8 +58,9 @@ class Family:
         rl: the RL training preset of each ``Condition.rl_set``; a set missing here means the
             arm does not apply to this family (it is left out of the grid, and says so).
         evals: evaluation preset by eval key (:data:`EVAL_LABELS`).
-        exposure: the presets that take the ``exposure`` kwarg (training side only: evaluation
-            sets stay disjoint from training by construction).
+        exposure: the presets that take the ``exposure`` kwarg, with the same value on the training
+            and the evaluation side (the env then splits the held-out cascades into an exposable
+            half and an evaluation half, disjoint by construction).
     """
 
     key: str
@@ -100,7 +101,12 @@ FAMILIES: dict[str, Family] = {
                rl={"atomic": "Atomic-L1", "sft_set": "RoutingSkill-ID-L1to3"},
                evals={"id": "RoutingSkill-ID-L1to3", "ood_rs": "RoutingSkill-OOD-L3", "ood_depth": "OOD-Depth-L4",
                       "atomic": "Atomic-L1"},
-               exposure=("RoutingSkill-ID-L1to3",)),
+               exposure=("RoutingSkill-ID-L1to3", "RoutingSkill-OOD-L3")),
+        Family("pairs", "consecutive skill pairs held out", sft=("Pairs-ID-L1to3",),
+               rl={"atomic": "Atomic-L1", "sft_set": "Pairs-ID-L1to3"},
+               evals={"id": "Pairs-ID-L1to3", "ood_pairs": "Pairs-OOD-L3", "ood_depth": "OOD-Depth-L4",
+                      "atomic": "Atomic-L1"},
+               exposure=("Pairs-ID-L1to3", "Pairs-OOD-L3")),
     )
 }
 SFT_ENV = FAMILIES["compose"].sft[0]
@@ -111,6 +117,7 @@ EVAL_LABELS: dict[str, str] = {
     "rl_set": "RL set (L=3)",
     "ood_unseen": "OOD unseen (L=3)",
     "ood_rs": "OOD routing x skill (L=3)",
+    "ood_pairs": "OOD skill pairs (L=3)",
     "ood_depth": "OOD depth (L=4)",
     "atomic": "Atomic (L=1)",
 }

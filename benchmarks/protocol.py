@@ -159,15 +159,15 @@ def cell_tag(cell: Mapping[str, Any]) -> str:
     return "-".join(parts)
 
 
-def _ids(config: Mapping[str, Any], presets: Sequence[str], *, training: bool) -> list[str]:
-    """Registered ids of ``presets`` with the run's env kwargs (exposure on the training side only)."""
+def _ids(config: Mapping[str, Any], presets: Sequence[str]) -> list[str]:
+    """Registered ids of ``presets`` with the run's env kwargs (``exposure`` where the family has it)."""
     from composition_gym.registration import env_id, variant_id
 
     fam = FAMILIES[config["family"]]
     ids = []
     for preset in presets:
         kwargs: dict[str, Any] = {"trace_format": config["trace_format"]}
-        if training and config.get("exposure") is not None and preset in fam.exposure:
+        if config.get("exposure") is not None and preset in fam.exposure:
             kwargs["exposure"] = config["exposure"]
         ids.append(variant_id(env_id(preset, config["profile"], config["version"]), **kwargs))
     return ids
@@ -181,7 +181,7 @@ def sft_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
 
     fam = FAMILIES[config["family"]]
     model = dataclasses.replace(DEFAULT_CONFIG, **config["model"]) if config["model"] else None
-    lm, stats = behavior_cloning(_ids(config, fam.sft, training=True), config["sft_episodes"],
+    lm, stats = behavior_cloning(_ids(config, fam.sft), config["sft_episodes"],
                                  epochs=config["sft_epochs"], seed=config["seed"], config=model,
                                  tensorboard_log=str(ctx.log_dir), progress=False, **config["bc"])
     ctx.report(stage="sft_trained", **{f"bc/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
@@ -197,8 +197,8 @@ def rl_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     sft = config["sft"]
     cond = CONDITIONS[config["condition"]]
     _, sft_dir = ctx.dependency(ctx.spec.deps[0])
-    lm = TransformerLM.load(sft_dir / "sft.pt")
-    rl_id = _ids(sft, [FAMILIES[sft["family"]].rl[cond.rl_set]], training=True)[0]
+    lm = TransformerLM.load(sft_dir / "sft.pt", map_location=sft["device"])
+    rl_id = _ids(sft, [FAMILIES[sft["family"]].rl[cond.rl_set]])[0]
     if cond.trainer == "grpo":
         lm, stats = _train_grpo(rl_id, lm, config, ctx)
     else:
@@ -217,8 +217,12 @@ def _train_grpo(env_id: str, lm: Any, config: Mapping[str, Any], ctx: RunContext
         raise ValueError(f"rl_episodes={config['rl_episodes']} is not a multiple of problems_per_iter x group_size "
                          f"= {per_iter}: arms would get unequal budgets")
     cfg = dataclasses.replace(cfg, iterations=config["rl_episodes"] // per_iter)
-    lm, stats = train_grpo(env_id, lm, cfg, seed=config["sft"]["seed"], run_dir=str(ctx.log_dir))
-    return lm, {**dict(stats), "episodes": config["rl_episodes"]}
+    # resume=True: a run killed midway continues from the trainer's own checkpoint in its log
+    # directory (keyed by the run's config hash, so never another config's).
+    lm, stats = train_grpo(env_id, lm, cfg, seed=config["sft"]["seed"], run_dir=str(ctx.log_dir), progress=False,
+                           device=config["sft"]["device"], resume=True)
+    numbers = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return lm, {**numbers, "episodes": config["rl_episodes"], "iterations": cfg.iterations}
 
 
 def _train_ppo(env_id: str, lm: Any, config: Mapping[str, Any], ctx: RunContext) -> tuple[Any, dict]:
@@ -261,7 +265,7 @@ def evaluate_sets(lm: Any, config: Mapping[str, Any], ctx: RunContext) -> dict[s
     fam = FAMILIES[config["family"]]
     ev = config["eval"]
     keys = list(fam.evals)
-    ids = _ids(config, [fam.evals[k] for k in keys], training=False)
+    ids = _ids(config, [fam.evals[k] for k in keys])
     report = evaluate(lm, ids, ev["episodes"], seed=EVAL_SEED_OFFSET + config["seed"], samples=ev["samples"],
                       temperature=ev["temperature"])
     by_env = report.breakdown("env")
