@@ -144,9 +144,11 @@ class SweepProgress:
 
     def __exit__(self, *exc: Any) -> None:
         if self._live is not None:
-            self._live.__exit__(*exc)
+            self._live.update(self._render())
+            self._live.__exit__(*exc)  # its last frame stays on screen
             self._live = None
-        self.console.print(self.summary(), highlight=False, soft_wrap=True)
+        else:
+            self.console.print(self.summary(), highlight=False, soft_wrap=True)
 
 
 def _duration(seconds: float) -> str:
