@@ -383,16 +383,28 @@ def _TuneProgress(specs: Mapping[str, RunSpec], progress: Any) -> Any:
     from ray.tune import Callback
 
     class TuneProgress(Callback):
+        def __init__(self, view: Any) -> None:
+            self.view = view  # an argument, not a closure variable: the class itself is pickled
+
+        def __getstate__(self) -> dict:
+            # Tune pickles its callbacks with its experiment state; a live view holds locks and
+            # is only of use in this process.
+            return {"view": None}
+
+        def _each(self, method: str, trial: Any, *args: Any) -> None:
+            if self.view is not None:
+                getattr(self.view, method)(specs[trial.config["run"]], *args)
+
         def on_trial_start(self, iteration, trials, trial, **info):  # noqa: D102 (Tune's hook)
-            progress.started(specs[trial.config["run"]])
+            self._each("started", trial)
 
         def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: D102
-            progress.finished(specs[trial.config["run"]], {"seconds": (trial.last_result or {}).get("seconds")})
+            self._each("finished", trial, {"seconds": (trial.last_result or {}).get("seconds")})
 
         def on_trial_error(self, iteration, trials, trial, **info):  # noqa: D102
-            progress.failed(specs[trial.config["run"]], RuntimeError("trial failed"))
+            self._each("failed", trial, RuntimeError("trial failed"))
 
-    return TuneProgress()
+    return TuneProgress(progress)
 
 
 def run(specs: Sequence[RunSpec], store: RunStore, *, backend: str = "local", workers: int = 1,
