@@ -165,6 +165,9 @@ def run_sweep(grid: Grid = Grid(), *, seeds: int = 3, profile: str = "small", bu
     out = Path(out) if out is not None else store.root
     cells = sweep_specs(grid, range(seeds), resolved, profile=profile, version=version, device=device)
     specs = [s for _, cell_specs in cells for s in cell_specs]
+    # The protocol's premises, once per SFT support (family and exposure), before any training.
+    checks = [claims.support_checks(profile, fam, version, exposure=exp)
+              for fam, exp in dict.fromkeys((c["family"], c["exposure"]) for c, _ in cells)]
     t0 = time.perf_counter()
     from composition_gym.benchmarks.progress import SweepProgress
 
@@ -182,6 +185,7 @@ def run_sweep(grid: Grid = Grid(), *, seeds: int = 3, profile: str = "small", bu
             "run_seconds_total": round(sum(store.load(s.key)["seconds"] for s in specs), 1),
             "wall_time_s": round(time.perf_counter() - t0, 1),
         },
+        "checks": checks,
         "table": table,
         "runs": {s.key: store.load(s.key)["result"] for s in specs},
     }
