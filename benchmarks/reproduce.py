@@ -29,6 +29,7 @@ from typing import Any
 
 from composition_gym.benchmarks import backends, claims, protocol
 from composition_gym.benchmarks.claims import CONDITIONS, FAMILIES, MEASURES
+from composition_gym.benchmarks.ray_backend import RayOptions
 from composition_gym.benchmarks.store import RunStore, atomic_write_text
 from composition_gym.benchmarks.sweep import run_rows, add_engine_arguments, engine_options, provenance
 
@@ -49,7 +50,7 @@ def reproduce(
     runs_dir: str | Path | None = None,
     backend: str = "local",
     workers: int = 1,
-    ray_options: backends.RayOptions | None = None,
+    ray_options: RayOptions | None = None,
     progress: bool = True,
     command: str | None = None,
     version: str = claims.VERSION,

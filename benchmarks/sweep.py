@@ -32,6 +32,7 @@ from typing import Any
 
 from composition_gym.benchmarks import backends, claims, protocol
 from composition_gym.benchmarks.claims import CONDITIONS, FAMILIES
+from composition_gym.benchmarks.ray_backend import RayOptions
 from composition_gym.benchmarks.store import RunStore, atomic_write_text
 
 
@@ -141,7 +142,7 @@ def cell_table(cell: Mapping, records: Sequence[Mapping], episodes: int, arms: S
 def run_sweep(grid: Grid = Grid(), *, seeds: int = 3, profile: str = "small", budget: str | protocol.Budget = "default",
               overrides: Mapping[str, Any] | None = None, device: str = "cpu", sweep_dir: str | Path | None = None,
               out: str | Path | None = None, backend: str = "local", workers: int = 1,
-              ray_options: backends.RayOptions | None = None, progress: bool = True,
+              ray_options: RayOptions | None = None, progress: bool = True,
               command: str | None = None, version: str = claims.VERSION) -> dict[str, Any]:
     """Run (or resume) the sweep and write ``sweep.{json,md,png}`` to ``out``; return the document.
 
@@ -270,7 +271,7 @@ def engine_options(args: argparse.Namespace) -> dict[str, Any]:
     """:func:`run_sweep` / ``reproduce`` keyword arguments from :func:`add_engine_arguments` options."""
     overrides = {k: getattr(args, k) for k in ("sft_episodes", "rl_episodes", "eval_episodes")
                  if getattr(args, k, None) is not None}
-    ray_options = backends.RayOptions(address=args.address, cpus_per_trial=args.cpus_per_trial,
+    ray_options = RayOptions(address=args.address, cpus_per_trial=args.cpus_per_trial,
                                       gpus_per_trial=args.gpus_per_trial, max_concurrent=args.max_concurrent)
     return {"seeds": args.seeds, "profile": args.profile, "budget": args.budget, "overrides": overrides,
             "device": args.device, "backend": args.backend, "workers": args.workers, "ray_options": ray_options,

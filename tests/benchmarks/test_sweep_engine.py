@@ -15,6 +15,7 @@ import pytest
 from composition_gym.benchmarks import backends
 from composition_gym.benchmarks.backends import RunSpec, phases, run, run_local
 from composition_gym.benchmarks.progress import SweepProgress
+from composition_gym.benchmarks.ray_backend import RayOptions
 from composition_gym.benchmarks.store import RunStore, atomic_write_text, run_key
 from tests.benchmarks.toy_runs import toy_specs
 
@@ -150,7 +151,7 @@ def test_ray_backend_on_a_local_two_cpu_cluster(tmp_path):
             super().finished(spec, record)
 
     view = Recorder(specs, store, enabled=False)
-    records = run(specs, store, backend="ray", ray_options=backends.RayOptions(num_cpus=2), progress=view)
+    records = run(specs, store, backend="ray", ray_options=RayOptions(num_cpus=2), progress=view)
     assert [r["result"]["value"] for r in records] == [0, 100, 1, 122]
     assert ("start", "parent0") not in seen and ("done", "child1") in seen and view.left == 0
     # Tune kept each trial's reported results (intermediate and final).
