@@ -11,12 +11,13 @@ Backends:
 
 - :func:`run_local` (default): ``workers`` spawned processes with one torch thread each, runs
   submitted as soon as their dependencies finish; ``workers=1`` runs in this process.
-- :func:`~.ray_backend.run_ray`: one Ray Tune trial per run, in phases by dependency depth (Tune has no
-  dependencies between trials); ``address`` joins an existing cluster, CPUs/GPUs per trial are
-  settable, each trial reports its metrics as it goes (``ctx.report``) and its final result.  The
-  bookkeeping is ours (the store), not Tune's restore: the store directory should be on a file
-  system the nodes share; where it is not, a trial that misses a dependency's checkpoint re-runs
-  that dependency on its own node (runs are deterministic, so the result is the same).
+- :func:`~.ray_backend.run_ray`: one Ray Tune trial per run, in phases by dependency depth (Tune
+  has no dependencies between trials); ``address`` joins an existing cluster, CPUs/GPUs per trial
+  are settable, each trial reports its metrics as it goes (``ctx.report``) and its final result.
+  The bookkeeping is ours (the store), not Tune's restore.  Records come back to the driver with
+  each trial's final result; checkpoints do not, so on nodes that do not share the store a run
+  that misses its dependency's checkpoint re-runs that dependency first (runs are deterministic,
+  so the result is the same; a shared file system avoids the repeated work).
 """
 
 from __future__ import annotations

@@ -186,8 +186,7 @@ def sft_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
                                  tensorboard_log=str(ctx.log_dir), progress=False, **config["bc"])
     ctx.report(stage="sft_trained", **{f"bc/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
     _save_atomic(lm, ctx.artifact_dir / "sft.pt")
-    return {"condition": "sft", "seed": config["seed"], "metrics": evaluate_sets(lm, config, ctx),
-            "train": {k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))}}
+    return {"condition": "sft", "seed": config["seed"], "metrics": evaluate_sets(lm, config, ctx), **_split(stats)}
 
 
 def rl_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -204,8 +203,19 @@ def rl_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     else:
         lm, stats = _train_ppo(rl_id, lm, config, ctx)
     ctx.report(stage="rl_trained", **{f"rl/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
-    return {"condition": cond.key, "seed": sft["seed"], "metrics": evaluate_sets(lm, sft, ctx),
-            "train": {k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))}}
+    return {"condition": cond.key, "seed": sft["seed"], "metrics": evaluate_sets(lm, sft, ctx), **_split(stats)}
+
+
+#: Trainer statistics that measure speed, not learning: they differ between two runs of the same
+#: config, so they are kept apart from the (deterministic) training statistics.
+TIMING_KEYS = frozenset({"seconds", "tokens_per_s", "sample_share"})
+
+
+def _split(stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{"train": deterministic numbers, "timing": speed numbers}`` of a trainer's ``stats``."""
+    plain = {k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))}
+    return {"train": {k: v for k, v in plain.items() if k not in TIMING_KEYS},
+            "timing": {k: v for k, v in plain.items() if k in TIMING_KEYS}}
 
 
 def _train_grpo(env_id: str, lm: Any, config: Mapping[str, Any], ctx: RunContext) -> tuple[Any, dict]:

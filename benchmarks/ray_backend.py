@@ -3,16 +3,19 @@
 One Tune trial per run, in phases by dependency depth (Tune has no dependencies between trials);
 ``address`` joins an existing cluster, CPUs/GPUs per trial are settable, each trial reports its
 metrics as it goes (``ctx.report``) and its final result.  The bookkeeping is the run store (see
-:mod:`.backends`), not Tune's restore: runs already recorded are not submitted again.
+:mod:`.backends`), not Tune's restore: runs already recorded are not submitted again, and each
+trial's record also comes back with its final result, so the driver's store is complete even
+when the nodes do not share it.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from composition_gym.benchmarks.backends import RunFailed, RunSpec, raise_failures, check_graph, execute, phases
+from composition_gym.benchmarks.backends import RunSpec, raise_failures, check_graph, execute, phases
 from composition_gym.benchmarks.store import RunStore
 
 
@@ -55,7 +58,8 @@ def _ray_trainable(param: dict[str, Any], *, specs: Mapping[str, RunSpec], root:
         tune.report({k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool))})
 
     record = execute(spec, root, specs, reporter=report)
-    final = {"run_key": spec.key, "seconds": record["seconds"], "done": True}
+    final = {"run_key": spec.key, "seconds": record["seconds"], "done": True,
+             "record_json": json.dumps(record, default=str)}
     final.update({k: v for k, v in _flat(record["result"]).items()})
     tune.report(final)
     return final
@@ -111,13 +115,14 @@ def run_ray(specs: Sequence[RunSpec], store: RunStore, *, options: RayOptions | 
             )
             results = tuner.fit()
             for result in results:
-                key = result.config["run"]
-                if result.error is not None:
-                    failures[key] = str(result.error)
-                elif not store.done(key):
-                    # The trial ran on a node without the shared store: its record comes back here.
-                    raise RunFailed(f"trial {by_key[key].label!r} finished but {store.root} has no record: "
-                                    "put the sweep directory on a file system every node shares")
+                key = (result.config or {}).get("run")
+                if key is not None and result.error is None and not store.done(key):
+                    # The trial ran on a node that does not share the store: its record came back
+                    # with its final result.
+                    store.save(json.loads(result.metrics["record_json"]))
+            errors = {r.config["run"]: str(r.error) for r in results if r.config and r.error is not None}
+            failures.update({s.key: errors.get(s.key, "the trial failed before it started")
+                             for s in todo if not store.done(s.key)})
     finally:
         if started_ray:
             ray.shutdown()

@@ -113,5 +113,10 @@ def test_tiny_sweep_resumed_after_losing_a_run_gives_the_same_table(tmp_path):
     lost = sorted((tmp_path / "s" / "records").glob("*.json"))[0]
     lost.unlink()  # as if the sweep had been killed before this run finished
     again = run_sweep(grid, seeds=2, budget="tiny", sweep_dir=tmp_path / "s", progress=False)
-    assert again["table"] == doc["table"] and again["runs"] == doc["runs"]
+    assert again["table"] == doc["table"]
+
+    def learning(runs):  # everything but the speed numbers, which differ between two executions
+        return {k: {f: v for f, v in r.items() if f != "timing"} for k, r in runs.items()}
+
+    assert learning(again["runs"]) == learning(doc["runs"])
     assert (tmp_path / "s" / "sweep.md").exists() and (tmp_path / "s" / "sweep.png").exists()
