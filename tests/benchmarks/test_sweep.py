@@ -120,3 +120,18 @@ def test_tiny_sweep_resumed_after_losing_a_run_gives_the_same_table(tmp_path):
 
     assert learning(again["runs"]) == learning(doc["runs"])
     assert (tmp_path / "s" / "sweep.md").exists() and (tmp_path / "s" / "sweep.png").exists()
+
+
+def test_variant_ids_carry_the_cell_s_env_kwargs():
+    import gymnasium as gym
+
+    from composition_gym.registration import env_id, resolve_env_id, variant_id
+
+    base = env_id("RoutingSkill-ID-L1to3", "small", "v1")
+    tagged = variant_id(base, trace_format="tagged", exposure=0.05)
+    assert tagged == variant_id(base, exposure=0.05, trace_format="tagged") != variant_id(base, trace_format="tagged")
+    assert resolve_env_id(tagged) == tagged and variant_id(base) == base
+    env = gym.make(tagged)
+    assert env.unwrapped.trace_format == "tagged" and env.unwrapped.support.exposure == 0.05
+    assert gym.spec(tagged).kwargs["split"] == gym.spec(base).kwargs["split"]
+    env.close()
