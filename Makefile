@@ -26,11 +26,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
 
+# These two refresh the committed results; `compgym reproduce` / `compgym bench` alone write
+# under runs/ (untracked), so a smoke run never dirties the work tree.
 reproduce: $(STAMP)
-	$(VENV)/bin/compgym reproduce
+	$(VENV)/bin/compgym reproduce --out benchmarks/results
 
 bench: $(STAMP)
-	$(VENV)/bin/compgym bench
+	$(VENV)/bin/compgym bench --json benchmarks/results/throughput.json
 
 clean:
 	rm -rf $(VENV) runs results

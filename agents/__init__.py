@@ -5,7 +5,7 @@ and evaluation.
 read saved models without ``custom_objects``.
 """
 
-from composition_gym.agents.agent import Agent, ExpertAgent, LMAgent, RandomAgent, SB3Agent, TextAgent, trace_so_far
+from composition_gym.agents.agent import Agent, LMAgent, RandomAgent, SB3Agent, TextAgent, trace_so_far
 from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
 from composition_gym.agents.evaluation import EvalReport, evaluate
@@ -23,7 +23,6 @@ __all__ = [
     "Agent",
     "CompositionEvalCallback",
     "EvalReport",
-    "ExpertAgent",
     "LMAgent",
     "MaskableTransformerPolicy",
     "RandomAgent",

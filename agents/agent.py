@@ -1,4 +1,6 @@
-"""The agent protocol and adapters: SB3 models, the transformer LM, the expert, random, text.
+"""The agent protocol and adapters: SB3 models, the transformer LM, random, text.
+
+The expert is :class:`composition_gym.ExpertPolicy`, which already meets the protocol.
 
 An agent maps an observation (right-padded token ids) and the step's ``info`` (which always holds
 ``action_mask``) to a token.  That is all :func:`composition_gym.agents.evaluation.evaluate` needs::
@@ -25,7 +27,6 @@ import torch
 
 from composition_gym.agents.transformer import TransformerLM
 from composition_gym import tokens as T
-from composition_gym.expert import ExpertPolicy
 
 
 @runtime_checkable
@@ -129,20 +130,6 @@ class SB3Agent:
         return np.asarray(actions).reshape(len(obs))
 
 
-class ExpertAgent:
-    """The oracle, from observations alone (:class:`composition_gym.ExpertPolicy`)."""
-
-    def __init__(self, profile: str = "small", trace_format: str = "values"):
-        self.expert = ExpertPolicy(profile, trace_format)
-
-    def act(self, obs: np.ndarray, info: dict[str, Any]) -> int:
-        return int(self.expert.act(obs))
-
-    def act_batch(self, obs: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
-        """Expert tokens for a batch."""
-        return np.asarray(self.expert.act(np.asarray(obs)), dtype=np.int64)
-
-
 class RandomAgent:
     """Uniform over the grammatical tokens.
 
@@ -226,5 +213,5 @@ def as_agent(agent: Any) -> Any:
     return agent
 
 
-__all__ = ["Agent", "ExpertAgent", "LMAgent", "RandomAgent", "SB3Agent", "TextAgent", "as_agent",
+__all__ = ["Agent", "LMAgent", "RandomAgent", "SB3Agent", "TextAgent", "as_agent",
            "trace_so_far", "trace_start"]

@@ -7,15 +7,16 @@ played), label every state it visited with the environment's expert, and add tho
 with their expert labels to the data set: the same one-forward-per-sequence training, where the
 target at each position is the expert's token for that prefix instead of the next token.
 
-Logged to TensorBoard under ``bc/``: ``loss``, ``lr``, ``heldout_token_acc``, ``heldout_success``,
-``dagger_*``.
+Logged to TensorBoard under ``bc/`` against the gradient step: ``loss``, ``lr``, and every
+``eval_every`` steps ``heldout_token_acc``, ``heldout_success``, ``heldout_success/<short id>``;
+``dagger_*`` after each DAgger round.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -28,6 +29,7 @@ import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import LMAgent
 from composition_gym.agents.evaluation import evaluate, rollout
 from composition_gym.agents.sampling import make_vec, play
+from composition_gym.agents.settings import BC_PRESETS, BCConfig, bc_config, progress_kwargs, torch_threads
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 from composition_gym.registration import resolve_env_ids, short_name
 from composition_gym.tokens import PAD_ID
@@ -149,19 +151,22 @@ def _random_batches(n: int, batch_size: int, generator: torch.Generator):
             yield perm[start : start + batch_size]
 
 
-def _fit(lm: TransformerLM, data: Sequences, *, epochs: float, batch_size: int, lr: float, weight_decay: float,
-         generator: torch.Generator, writer, step0: int, desc: str, progress: bool) -> tuple[int, float]:
-    """AdamW with linear warm-up and cosine decay over ``epochs`` passes; returns (steps, last loss)."""
-    steps_per_epoch = max(1, math.ceil(len(data) / batch_size))
-    total = max(1, round(epochs * steps_per_epoch))
-    opt = torch.optim.AdamW(lm.parameters(), lr=lr, weight_decay=weight_decay, betas=(0.9, 0.98))
+def _fit(lm: TransformerLM, data: Sequences, cfg: BCConfig, *, generator: torch.Generator, writer, step0: int,
+         desc: str, progress: bool, on_eval: Callable[[int], None] | None = None) -> tuple[int, float]:
+    """AdamW with linear warm-up and cosine decay over ``cfg.epochs`` passes; returns (steps, last loss).
+
+    ``on_eval(global_step)`` runs every ``cfg.eval_every`` gradient steps (the held-out curves).
+    """
+    steps_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
+    total = max(1, round(cfg.epochs * steps_per_epoch))
+    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))))
     lm.train()
-    batches = _random_batches(len(data), batch_size, generator)
+    batches = _random_batches(len(data), cfg.batch_size, generator)
     loss_val, ema = float("nan"), None
-    bar = tqdm(range(total), desc=desc, disable=not progress, leave=False, unit="step")
+    bar = tqdm(range(total), desc=desc, disable=not progress, leave=False, unit="step", **progress_kwargs())
     for s in bar:
         x, y = _trimmed(data, next(batches))
         logits = lm(x)
@@ -178,6 +183,10 @@ def _fit(lm: TransformerLM, data: Sequences, *, epochs: float, batch_size: int, 
             if writer is not None:
                 writer.add_scalar("bc/loss", loss_val, step0 + s)
                 writer.add_scalar("bc/lr", sched.get_last_lr()[0], step0 + s)
+        # The last step is left to the caller's final evaluation (so it is logged once).
+        if on_eval is not None and cfg.eval_every and (s + 1) % cfg.eval_every == 0 and s + 1 < total:
+            on_eval(step0 + s + 1)
+            lm.train()
     bar.close()
     lm.eval()
     return total, loss_val
@@ -185,50 +194,64 @@ def _fit(lm: TransformerLM, data: Sequences, *, epochs: float, batch_size: int, 
 
 def behavior_cloning(
     env_id: str | Sequence[str],
-    episodes: int,
+    episodes: int | None = None,
     *,
+    settings: BCConfig | str | None = None,
     config: TransformerConfig | None = None,
-    epochs: float = 20.0,
-    batch_size: int = 128,
-    lr: float = 3e-3,
-    weight_decay: float = 0.01,
-    seed: int = 0,
-    dagger_rounds: int = 0,
+    epochs: float | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    weight_decay: float | None = None,
+    dagger_rounds: int | None = None,
     dagger_episodes: int | None = None,
-    eval_episodes: int = 200,
+    eval_episodes: int | None = None,
+    eval_every: int | None = None,
+    seed: int = 0,
     tensorboard_log: str | None = None,
     progress: bool = True,
     lm: TransformerLM | None = None,
+    threads: int | None = None,
 ) -> tuple[TransformerLM, dict[str, float]]:
     """Train a :class:`TransformerLM` to imitate the expert on ``env_id`` (one id or several).
+
+    The budget comes from ``settings`` (a :class:`~composition_gym.agents.settings.BCConfig` or a
+    name of :data:`~composition_gym.agents.settings.BC_PRESETS`: ``"tiny"``, ``"demo"``,
+    ``"reproduce"``, ``"default"``); every explicit keyword below overrides that field.
 
     Args:
         env_id: registered id(s); episodes are spread round-robin over them.
         episodes: number of expert episodes (training traces).
+        settings: the BC budget (default: the ``"default"`` preset).
         config: model shape (default :data:`DEFAULT_CONFIG`); ignored when ``lm`` is given.
-        epochs: passes over the data (fractions allowed); each DAgger round trains as many again
-            over the grown data set.
-        batch_size, lr, weight_decay: AdamW mini-batch training with warm-up and cosine decay.
+        epochs, batch_size, lr, weight_decay, dagger_rounds, dagger_episodes, eval_episodes,
+            eval_every: override the fields of ``settings`` of the same name (see ``BCConfig``).
         seed: seeds the model init, data order and episode seeds (episode ``i`` resets with
             ``seed + i``; held-out episodes with ``seed + 1_000_003 + i``).
-        dagger_rounds: DAgger rounds after the first fit (0 = plain BC).
-        dagger_episodes: rollouts per DAgger round (default ``episodes // 2``).
-        eval_episodes: held-out episodes for token accuracy and greedy success (0 skips them).
-        tensorboard_log: a run directory for TensorBoard scalars under ``bc/`` (``None``: none).
+        tensorboard_log: a run directory for TensorBoard scalars under ``bc/`` (``None``: none);
+            their x-axis is the gradient step.
         progress: show tqdm progress bars.
         lm: continue training this model instead of a new one.
+        threads: torch threads for the run (``None``: the project's policy,
+            :func:`~composition_gym.agents.settings.default_threads`); restored afterwards.
 
     Returns:
         ``(lm, stats)``; ``stats`` holds ``loss``, ``token_acc`` (held-out), ``heldout_success``,
-        ``train_tokens`` (trace tokens with a loss), ``seconds``.
+        ``train_tokens`` (trace tokens with a loss), ``seconds``, ``threads``.
     """
     ids = resolve_env_ids(env_id)
-    if episodes < 1:
-        raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if batch_size < 1 or epochs <= 0 or lr <= 0:
-        raise ValueError(f"need batch_size >= 1, epochs > 0 and lr > 0; got {batch_size}, {epochs}, {lr}")
-    if dagger_rounds < 0:
-        raise ValueError(f"dagger_rounds must be >= 0, got {dagger_rounds}")
+    cfg = bc_config(settings, episodes=episodes, epochs=epochs, batch_size=batch_size, lr=lr,
+                    weight_decay=weight_decay, dagger_rounds=dagger_rounds, dagger_episodes=dagger_episodes,
+                    eval_episodes=eval_episodes, eval_every=eval_every)
+    with torch_threads(threads) as n_threads:
+        lm, stats = _behavior_cloning(ids, cfg, config=config, seed=seed, tensorboard_log=tensorboard_log,
+                                      progress=progress, lm=lm)
+    stats["threads"] = float(n_threads)
+    return lm, stats
+
+
+def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfig | None, seed: int,
+                      tensorboard_log: str | None, progress: bool,
+                      lm: TransformerLM | None) -> tuple[TransformerLM, dict[str, float]]:
     start = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -240,39 +263,48 @@ def behavior_cloning(
 
         writer = SummaryWriter(log_dir=tensorboard_log)
 
-    data = expert_sequences(ids, episodes, seed)
-    heldout = expert_sequences(ids, min(eval_episodes, 500), seed + HELDOUT_SEED_OFFSET) if eval_episodes else None
-    steps, loss = _fit(lm, data, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                       generator=gen, writer=writer, step0=0, desc="BC", progress=progress)
+    data = expert_sequences(ids, cfg.episodes, seed)
+    heldout = expert_sequences(ids, min(cfg.eval_episodes, 500), seed + HELDOUT_SEED_OFFSET) if cfg.eval_episodes else None
+
+    def heldout_eval(step: int) -> dict[str, float]:
+        """Held-out token accuracy and greedy success, logged at gradient step ``step``."""
+        out: dict[str, float] = {}
+        out["heldout_loss"], out["token_acc"] = token_accuracy(lm, heldout)
+        report = evaluate(LMAgent(lm), ids, episodes=max(1, cfg.eval_episodes // len(ids)),
+                          seed=seed + HELDOUT_SEED_OFFSET)
+        out["heldout_success"] = report.success
+        if writer is not None:
+            writer.add_scalar("bc/heldout_token_acc", out["token_acc"], step)
+            writer.add_scalar("bc/heldout_success", out["heldout_success"], step)
+            for env, value in report.success_by_env.items():
+                writer.add_scalar(f"bc/heldout_success/{short_name(env)}", value, step)
+        return out
+
+    # Curves during training only when someone reads them (a writer); the final point always.
+    on_eval = heldout_eval if heldout is not None and writer is not None else None
+    steps, loss = _fit(lm, data, cfg, generator=gen, writer=writer, step0=0, desc="BC", progress=progress,
+                       on_eval=on_eval)
     stats: dict[str, float] = {"loss": loss}
-    for r in range(dagger_rounds):
-        n = dagger_episodes or max(1, episodes // 2)
+    for r in range(cfg.dagger_rounds):
+        n = cfg.dagger_episodes or max(1, cfg.episodes // 2)
         extra, rollout_success = dagger_sequences(lm, ids, n, seed + 2 * HELDOUT_SEED_OFFSET + r * n)
         data = data.cat(extra)
         if writer is not None:
             writer.add_scalar("bc/dagger_rollout_success", rollout_success, steps)
             writer.add_scalar("bc/dagger_dataset", len(data), steps)
-        more, loss = _fit(lm, data, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-                          generator=gen, writer=writer, step0=steps, desc=f"DAgger {r + 1}/{dagger_rounds}",
-                          progress=progress)
+        more, loss = _fit(lm, data, cfg, generator=gen, writer=writer, step0=steps,
+                          desc=f"DAgger {r + 1}/{cfg.dagger_rounds}", progress=progress, on_eval=on_eval)
         steps += more
         stats[f"dagger_{r + 1}_rollout_success"] = rollout_success
     stats["loss"] = loss
     stats["train_tokens"] = float((data.targets != IGNORE).sum())
+    stats["steps"] = float(steps)
     if heldout is not None:
-        stats["heldout_loss"], stats["token_acc"] = token_accuracy(lm, heldout)
-        report = evaluate(LMAgent(lm), ids, episodes=max(1, eval_episodes // len(ids)),
-                          seed=seed + HELDOUT_SEED_OFFSET)
-        stats["heldout_success"] = report.success
-        if writer is not None:
-            writer.add_scalar("bc/heldout_token_acc", stats["token_acc"], steps)
-            writer.add_scalar("bc/heldout_success", stats["heldout_success"], steps)
-            for env, value in report.success_by_env.items():
-                writer.add_scalar(f"bc/heldout_success/{short_name(env)}", value, steps)
+        stats.update(heldout_eval(steps))
     stats["seconds"] = time.perf_counter() - start
     if writer is not None:
         writer.close()
     return lm, stats
 
 
-__all__ = ["DEFAULT_CONFIG", "Sequences", "behavior_cloning", "dagger_sequences", "expert_sequences", "token_accuracy"]
+__all__ = ["BCConfig", "BC_PRESETS", "DEFAULT_CONFIG", "Sequences", "behavior_cloning", "dagger_sequences", "expert_sequences", "token_accuracy"]

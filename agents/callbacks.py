@@ -5,7 +5,8 @@ overwrite each other.  This callback evaluates named sets of env ids and records
 ``name``::
 
     eval_<name>/success            mean success over the set's episodes
-    eval_<name>/<EnvName>          per env id (namespace and version stripped)
+    eval_<name>/<short id>         per env id: ``registration.short_name`` (namespace dropped,
+                                   version kept), the same rule as ``bc/heldout_success/<short id>``
     eval_<name>/depth_<L>          per cascade depth
     eval_<name>/skill_<Skill>      per skill (episodes whose cascade uses it)
     eval_<name>/routing_<Routing>  per routing mechanism

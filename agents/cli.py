@@ -9,57 +9,46 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from typing import Any
-
-import torch
 
 from composition_gym.agents.bc import DEFAULT_CONFIG, behavior_cloning
 from composition_gym.agents.evaluation import EvalReport, evaluate
 from composition_gym.agents.ppo import ALGOS, bc_then_ppo, load_model, next_run_dir, train_ppo
+from composition_gym.agents.settings import BC_PRESETS, DEMO_BUDGETS, bc_config, resolve_threads
 from composition_gym.agents.transformer import TransformerLM
+from composition_gym.cli import LAZY_COMMANDS, nonnegative_int, positive_float, positive_int, render_table
 from composition_gym.registration import SUITES, env_id, resolve_env_id, short_name, suite
-
-
-def set_threads(n: int | None) -> int:
-    """Set torch's intra-op threads and return the number used.
-
-    Default: 2 when at least two cores are idle (1-minute load average), else 1.  The models are
-    small, so a second thread gains about 1.3x on an idle machine, while threads that compete
-    with other processes for a core spin-wait and can run ten times slower than one thread.
-    """
-    if n is None:
-        cpus = os.cpu_count() or 1
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(cpus)
-        n = 2 if cpus >= 2 and cpus - load >= 2 - 0.5 else 1
-    torch.set_num_threads(max(1, int(n)))
-    return torch.get_num_threads()
 
 
 def load_agent_file(path: str) -> Any:
     """An SB3 ``.zip`` (via :func:`~composition_gym.agents.ppo.load_model`) or a :class:`TransformerLM` checkpoint."""
     if path.endswith(".zip"):
         return load_model(path)
-    return TransformerLM.load(path)
+    try:
+        return TransformerLM.load(path)
+    except ValueError as err:
+        if err.__cause__ is not None:  # torch's unpickling message advises weights_only=False: wrong for a bad file
+            raise ValueError(f"{path!r} is not a readable TransformerLM checkpoint (corrupt, truncated or not "
+                             f"written by TransformerLM.save)") from err
+        raise
 
 
 # ---------------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
+    if args.algo == "recurrent_ppo" and args.bc_episodes != 0:
+        raise ValueError("recurrent_ppo trains its own LSTM policy from scratch: add --bc-episodes 0")
+    bc = bc_config(args.bc_preset, episodes=args.bc_episodes or None, epochs=args.bc_epochs)
     env_ids = [resolve_env_id(e) for e in args.env]
     rl_ids = [resolve_env_id(e) for e in args.rl_env] if args.rl_env else env_ids
     eval_ids = {"id": suite("id", args.profile), "ood": suite("ood", args.profile)}
     common: dict[str, Any] = dict(algo=args.algo, seed=args.seed, eval_env_ids=eval_ids, eval_freq=args.eval_freq,
                                   eval_episodes=args.eval_episodes, progress=not args.no_progress,
-                                  n_envs=args.n_envs)
+                                  n_envs=args.n_envs, threads=resolve_threads(args.threads))
     t0 = time.perf_counter()
-    if args.bc_episodes > 0:
-        if args.algo == "recurrent_ppo":
-            print("compgym train: recurrent_ppo has its own LSTM policy; use --bc-episodes 0")
-            return 2
-        model, _ = bc_then_ppo(env_ids, bc_episodes=args.bc_episodes, ppo_steps=args.ppo_steps, rl_env_id=rl_ids,
-                               tensorboard_log=args.tensorboard, bc_kwargs={"epochs": args.bc_epochs}, **common)
+    if args.bc_episodes != 0:
+        model, _ = bc_then_ppo(env_ids, ppo_steps=args.ppo_steps, rl_env_id=rl_ids, tensorboard_log=args.tensorboard,
+                               bc_kwargs={"settings": bc}, **common)
     else:
         model = train_ppo(rl_ids, None, args.ppo_steps, tensorboard_log=args.tensorboard, **common)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
@@ -72,14 +61,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------- eval
 def _cmd_eval(args: argparse.Namespace) -> int:
-    set_threads(args.threads)
-    try:
-        agent = load_agent_file(args.model)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"compgym eval: {err}", file=sys.stderr)
-        return 2
+    from composition_gym.agents.settings import torch_threads
+
+    agent = load_agent_file(args.model)
     env_ids = [resolve_env_id(e) for e in args.env] if args.env else suite(args.suite, args.profile)
-    report = evaluate(agent, env_ids, args.episodes, seed=args.seed)
+    with torch_threads(args.threads):
+        report = evaluate(agent, env_ids, args.episodes, seed=args.seed)
     print(report.table(f"{args.model}: {args.episodes} episodes per env, seed {args.seed}"))
     if args.json:
         report.save_json(args.json)
@@ -88,72 +75,74 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- demo
-#: The demo's budget on 2 CPU cores (about 6 minutes in all); ``--quick`` shrinks it for tests.
-DEMO = dict(bc_episodes=20_000, bc_epochs=19.2, ppo_steps=20_000, eval_episodes=200)
-DEMO_QUICK = dict(bc_episodes=300, bc_epochs=1.0, ppo_steps=512, eval_episodes=8)
-
-
 def comparison_table(reports: dict[str, EvalReport], groups: dict[str, list[str]]) -> str:
-    """Success per env id (rows, grouped as ID / OOD) for several agents (columns)."""
+    """Success per env id (rows, grouped as ID / OOD) for several agents (columns), then per depth."""
+    from rich import box
+    from rich.table import Table
+
     names = list(reports)
-    width = max(len(short_name(e)) for ids in groups.values() for e in ids) + 2
-    head = f"{'':<6}{'env id':<{width}}" + "".join(f"{n:>10}" for n in names)
-    lines = [head, "-" * len(head)]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    table.add_column("")
+    table.add_column("env id")
+    for n in names:
+        table.add_column(n, justify="right")
     for group, ids in groups.items():
         for e in ids:
-            cells = "".join(f"{reports[n].success_by_env[e]:>10.1%}" for n in names)
-            lines.append(f"{group:<6}{short_name(e):<{width}}{cells}")
-    lines.append("-" * len(head))
+            table.add_row(group, short_name(e), *(f"{reports[n].success_by_env[e]:.1%}" for n in names))
+    table.add_section()
     depths = sorted({d for r in reports.values() for d in r.by_depth}, key=int)
     for d in depths:
-        cells = "".join(f"{reports[n].by_depth.get(d, float('nan')):>10.1%}" for n in names)
-        lines.append(f"{'depth':<6}{'L=' + d:<{width}}{cells}")
-    return "\n".join(lines)
+        table.add_row("depth", f"L={d}", *(f"{reports[n].by_depth.get(d, float('nan')):.1%}" for n in names))
+    return render_table(table)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    threads = set_threads(args.threads)
-    budget = dict(DEMO_QUICK if args.quick else DEMO)
-    for key in ("bc_episodes", "ppo_steps", "eval_episodes"):
-        if getattr(args, key) is not None:
-            budget[key] = getattr(args, key)
+    threads = resolve_threads(args.threads)
+    budget = DEMO_BUDGETS["quick" if args.quick else "full"].replace(
+        bc_episodes=args.bc_episodes, ppo_steps=args.ppo_steps, eval_episodes=args.eval_episodes)
     sft = env_id("Compose-L3")
     rl = env_id("Compose-RL-L3")
     groups = {"ID": suite("id"), "OOD": suite("ood")}
     run_dir = next_run_dir(args.tensorboard, "demo")
-    print(f"compgym demo: behavior cloning on {sft} ({budget['bc_episodes']} expert episodes), then "
-          f"{args.algo} on {rl} ({budget['ppo_steps']} steps); {threads} torch threads")
+    print(f"compgym demo: behavior cloning on {sft} ({budget.bc.episodes} expert episodes), then "
+          f"{args.algo} on {rl} ({budget.ppo_steps} steps); {threads} torch threads")
     t0 = time.perf_counter()
-    lm, stats = behavior_cloning(sft, budget["bc_episodes"], config=DEFAULT_CONFIG, epochs=budget["bc_epochs"],
-                                 seed=args.seed, tensorboard_log=run_dir,
-                                 progress=not args.no_progress, eval_episodes=min(200, budget["eval_episodes"]))
+    lm, stats = behavior_cloning(sft, settings=budget.bc, config=DEFAULT_CONFIG, seed=args.seed,
+                                 tensorboard_log=run_dir, progress=not args.no_progress, threads=threads)
     t_bc = time.perf_counter() - t0
     print(f"BC: {t_bc:.0f} s, held-out token accuracy {stats['token_acc']:.1%}, "
           f"greedy success {stats['heldout_success']:.1%}")
-    model = train_ppo(rl, lm, budget["ppo_steps"], algo=args.algo, seed=args.seed, run_dir=run_dir,
+    model = train_ppo(rl, lm, budget.ppo_steps, algo=args.algo, seed=args.seed, run_dir=run_dir,
                       eval_env_ids={"id": groups["ID"], "ood": groups["OOD"]},
-                      eval_freq=max(budget["ppo_steps"] // 3, 1), eval_episodes=max(budget["eval_episodes"] // 4, 1),
-                      progress=not args.no_progress)
+                      eval_freq=max(budget.ppo_steps // 3, 1), eval_episodes=max(budget.eval_episodes // 4, 1),
+                      progress=not args.no_progress, threads=threads)
     t_ppo = time.perf_counter() - t0 - t_bc
     all_ids = groups["ID"] + groups["OOD"]
-    reports = {"BC": evaluate(lm, all_ids, budget["eval_episodes"], seed=10_000 + args.seed),
-               "BC+PPO": evaluate(model, all_ids, budget["eval_episodes"], seed=10_000 + args.seed)}
+    reports = {}
+    for name, agent in (("BC", lm), ("BC+PPO", model)):
+        t = time.perf_counter()
+        print(f"evaluating {name}: {len(all_ids)} env ids x {budget.eval_episodes} episodes ...", end=" ", flush=True)
+        reports[name] = evaluate(agent, all_ids, budget.eval_episodes, seed=10_000 + args.seed)
+        print(f"{time.perf_counter() - t:.0f} s", flush=True)
     model_path = os.path.join(run_dir, "model.zip")
     model.save(model_path)
     lm.save(os.path.join(run_dir, "bc_lm.pt"))
     total = time.perf_counter() - t0
     print()
     print(comparison_table(reports, groups))
-    print(f"\n{budget['eval_episodes']} episodes per env id (seeds {10_000 + args.seed}+i); "
+    print(f"\n{budget.eval_episodes} episodes per env id (seeds {10_000 + args.seed}+i); "
           f"BC {t_bc:.0f} s, PPO {t_ppo:.0f} s, total {total:.0f} s")
     final = reports["BC+PPO"]
+    print("BC+PPO over all four ids (L=3 and L=4 episodes together):")
     for name, values in (("skill", final.by_skill), ("routing", final.by_routing)):
-        print(f"BC+PPO by {name:<8}" + "  ".join(f"{k}={v:.0%}" for k, v in values.items()))
-    with open(os.path.join(run_dir, "demo.json"), "w") as f:
-        json.dump({"bc_stats": stats, "seconds": {"bc": t_bc, "ppo": t_ppo, "total": total},
+        print(f"  by {name:<8}" + "  ".join(f"{k}={v:.0%}" for k, v in values.items()))
+    summary = os.path.join(run_dir, "demo.json")
+    with open(summary, "w") as f:
+        json.dump({"budget": budget.to_dict(), "bc_stats": stats,
+                   "seconds": {"bc": t_bc, "ppo": t_ppo, "total": total},
                    "reports": {k: {kk: vv for kk, vv in r.to_dict().items() if kk != "episodes"}
                                for k, r in reports.items()}}, f, indent=1)
-    print(f"saved {model_path}; evaluate again with: compgym eval {model_path} --suite all")
+    print(f"saved {model_path} and {summary}; evaluate again with: compgym eval {model_path} --suite all")
     print(f"TensorBoard: tensorboard --logdir {args.tensorboard}")
     return 0
 
@@ -161,37 +150,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------- parser
 def register(subparsers) -> None:
     """Add ``train``, ``eval`` and ``demo`` to ``compgym``'s subparsers."""
-    p = subparsers.add_parser("train", help="behavior cloning then PPO; saves an SB3 .zip")
+    p = subparsers.add_parser("train", help=LAZY_COMMANDS["train"][1])
     p.add_argument("--env", nargs="+", default=["Compose-L3-v0"], help="env id(s) for BC (and PPO)")
     p.add_argument("--rl-env", nargs="+", help="env id(s) for the PPO phase (default: --env)")
-    p.add_argument("--bc-episodes", type=int, default=20_000, help="expert episodes for BC (0: PPO from scratch)")
-    p.add_argument("--bc-epochs", type=float, default=19.2)
-    p.add_argument("--ppo-steps", type=int, default=20_000)
+    p.add_argument("--bc-preset", choices=sorted(BC_PRESETS), default="demo",
+                   help="BC budget preset (composition_gym.agents.settings.BC_PRESETS; default: demo)")
+    p.add_argument("--bc-episodes", type=nonnegative_int,
+                   help="expert episodes for BC, overriding the preset (0: PPO from scratch)")
+    p.add_argument("--bc-epochs", type=positive_float, help="passes over the BC data, overriding the preset")
+    p.add_argument("--ppo-steps", type=positive_int, default=20_000)
     p.add_argument("--algo", choices=ALGOS, default="maskable_ppo")
-    p.add_argument("--n-envs", type=int, default=8)
+    p.add_argument("--n-envs", type=positive_int, default=8)
     p.add_argument("--tensorboard", default="runs", help="TensorBoard root directory")
     p.add_argument("--out", default="model.zip")
-    p.add_argument("--eval-freq", type=int, default=5_000)
-    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--eval-freq", type=positive_int, default=5_000)
+    p.add_argument("--eval-episodes", type=positive_int, default=50)
     _common(p)
     p.set_defaults(func=_cmd_train)
 
-    p = subparsers.add_parser("eval", help="evaluate a saved model on an ID / OOD suite")
+    p = subparsers.add_parser("eval", help=LAZY_COMMANDS["eval"][1])
     p.add_argument("model", help="an SB3 .zip, or a TransformerLM checkpoint (.pt)")
     p.add_argument("--suite", choices=SUITES, default="all")
-    p.add_argument("--env", nargs="+", help="explicit env ids instead of a suite")
-    p.add_argument("--episodes", type=int, default=100)
+    # Not nargs="+": that would swallow the model path in `compgym eval --env ID model.zip`.
+    p.add_argument("--env", action="extend", type=lambda text: [e for e in text.split(",") if e],
+                   help="explicit env id(s) instead of a suite: --env A --env B or --env A,B")
+    p.add_argument("--episodes", type=positive_int, default=100)
     p.add_argument("--json", help="also write the report as JSON here")
     _common(p)
     p.set_defaults(func=_cmd_eval)
 
-    p = subparsers.add_parser("demo", help="BC -> PPO on the small profile, ID/OOD table (~6 min on 2 CPUs)")
+    p = subparsers.add_parser("demo", help=LAZY_COMMANDS["demo"][1])
     p.add_argument("--algo", choices=("ppo", "maskable_ppo"), default="maskable_ppo")
     p.add_argument("--tensorboard", default="runs", help="TensorBoard root directory")
     p.add_argument("--quick", action="store_true", help="a tiny budget, to check the pipeline in seconds")
-    p.add_argument("--bc-episodes", type=int)
-    p.add_argument("--ppo-steps", type=int)
-    p.add_argument("--eval-episodes", type=int)
+    p.add_argument("--bc-episodes", type=positive_int)
+    p.add_argument("--ppo-steps", type=positive_int)
+    p.add_argument("--eval-episodes", type=positive_int)
     _common(p, profile=False)
     p.set_defaults(func=_cmd_demo)
 
@@ -200,8 +194,9 @@ def _common(p: argparse.ArgumentParser, profile: bool = True) -> None:
     p.add_argument("--seed", type=int, default=0)
     if profile:
         p.add_argument("--profile", choices=("small", "paper"), default="small", help="the suite's profile")
-    p.add_argument("--threads", type=int, help="torch threads (default: 2 if two cores are idle, else 1)")
+    p.add_argument("--threads", type=positive_int,
+                   help="torch threads (default: 2 if two cores are idle, else 1; env COMPGYM_THREADS)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-__all__ = ["comparison_table", "load_agent_file", "register", "set_threads"]
+__all__ = ["comparison_table", "load_agent_file", "register"]

@@ -13,7 +13,9 @@ would overwrite what BC learned before the critic is any good; a second transfor
 backward.  Pass ``detach_critic=False`` in ``policy_kwargs`` for a fully shared trunk.
 
 The policy classes live in this importable module, so ``PPO.load`` / ``MaskablePPO.load`` find
-them after ``import agents`` without ``custom_objects``.
+them after ``import composition_gym.agents`` without ``custom_objects``.  Models saved before the
+agents were installed as ``composition_gym.agents`` name ``agents.policy``: :func:`~composition_gym.agents.ppo.load_model`
+refuses them with a message saying how to load them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
-from stable_baselines3.common.policies import ActorCriticPolicy, BaseModel
+from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtractor
 from stable_baselines3.common.type_aliases import Schedule
 
@@ -154,13 +156,6 @@ def lm_from_policy(policy: ActorCriticPolicy) -> TransformerLM:
     return lm
 
 
-def policy_action_logits(policy: ActorCriticPolicy, obs: Any) -> torch.Tensor:
-    """The raw action logits ``[B, V]`` of an SB3 actor-critic policy (before masking/normalising)."""
-    obs_t, _ = policy.obs_to_tensor(obs)
-    feats = BaseModel.extract_features(policy, obs_t, policy.pi_features_extractor)
-    return policy.action_net(policy.mlp_extractor.forward_actor(feats))
-
-
 def transformer_policy_kwargs(config: TransformerConfig | None = None, *, vf: tuple[int, ...] = DEFAULT_VF_ARCH,
                               detach_critic: bool = True) -> dict[str, Any]:
     """``policy_kwargs`` for our policy classes (or for the plain ``"MlpPolicy"`` string names)."""
@@ -177,7 +172,6 @@ __all__ = [
     "TransformerLM",
     "lm_from_policy",
     "load_lm_into_policy",
-    "policy_action_logits",
     "transformer_policy_kwargs",
 ]
 

@@ -30,11 +30,13 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.save_util import load_from_zip_file
+from stable_baselines3.common.utils import get_latest_run_id
 from stable_baselines3.common.vec_env import DummyVecEnv
 
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
+from composition_gym.agents.settings import torch_threads
 from composition_gym.registration import resolve_env_ids
 from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
@@ -50,29 +52,32 @@ ALGOS = ("ppo", "maskable_ppo", "recurrent_ppo")
 FINETUNE_KWARGS: dict[str, Any] = dict(learning_rate=1e-5, n_steps=64, batch_size=256, n_epochs=2, gamma=1.0,
                                        gae_lambda=0.95, clip_range=0.1, ent_coef=0.0, vf_coef=0.5,
                                        max_grad_norm=0.5, target_kl=0.03)
-#: PPO settings from scratch: larger steps and some entropy to explore.
+#: PPO settings from scratch (the transformer policy without BC, and RecurrentPPO's LSTM policy):
+#: larger steps and some entropy to explore.
 SCRATCH_KWARGS: dict[str, Any] = dict(learning_rate=3e-4, n_steps=64, batch_size=128, n_epochs=4, gamma=1.0,
                                       gae_lambda=0.95, clip_range=0.2, ent_coef=0.01)
-RECURRENT_KWARGS: dict[str, Any] = dict(learning_rate=3e-4, n_steps=64, batch_size=128, n_epochs=4, gamma=1.0,
-                                        gae_lambda=0.95, clip_range=0.2, ent_coef=0.01)
+
+#: Modules that held the policy classes before the agents were installed as ``composition_gym.agents``.
+_OLD_PACKAGES = ("agents", "benchmarks")
 
 
 def make_vec_env(env_id: str | Sequence[str], n_envs: int, seed: int) -> DummyVecEnv:
-    """``n_envs`` Monitor-wrapped envs in a ``DummyVecEnv``, ids assigned round-robin, seeded."""
+    """``n_envs`` Monitor-wrapped envs in a ``DummyVecEnv``, ids assigned round-robin, seeded.
+
+    Not SB3's ``make_vec_env``: it builds every sub-env from one id (its callable form gets no
+    rank), and we mix ids round-robin (e.g. several RL sets in one run).
+    """
     ids = resolve_env_ids(env_id)
-    if n_envs < 1:
-        raise ValueError(f"n_envs must be >= 1, got {n_envs}")
+    if isinstance(n_envs, bool) or not isinstance(n_envs, int) or n_envs < 1:
+        raise ValueError(f"n_envs must be an integer >= 1, got {n_envs!r}")
     venv = DummyVecEnv([lambda i=i: Monitor(gym.make(ids[i % len(ids)])) for i in range(n_envs)])
     venv.seed(seed)
     return venv
 
 
 def next_run_dir(root: str | os.PathLike, name: str) -> str:
-    """``root/name_k`` with the first unused ``k >= 1`` (SB3's numbering of TensorBoard runs)."""
-    k = 1
-    while os.path.exists(os.path.join(root, f"{name}_{k}")):
-        k += 1
-    return os.path.join(os.fspath(root), f"{name}_{k}")
+    """``root/name_k`` with ``k`` one above the highest existing run (SB3's own numbering)."""
+    return os.path.join(os.fspath(root), f"{name}_{get_latest_run_id(os.fspath(root), name) + 1}")
 
 
 def train_ppo(
@@ -91,6 +96,7 @@ def train_ppo(
     progress: bool = True,
     config: TransformerConfig | None = None,
     verbose: int = 0,
+    threads: int | None = None,
     **ppo_kwargs: Any,
 ) -> BaseAlgorithm:
     """Train PPO, MaskablePPO (transformer policy) or RecurrentPPO (LSTM policy) on ``env_id``.
@@ -107,8 +113,12 @@ def train_ppo(
         eval_env_ids: named sets of ids for :class:`CompositionEvalCallback` (``None``: no eval).
         eval_freq, eval_episodes: the callback's period (env steps) and episodes per id.
         progress: SB3's progress bar.
-        ppo_kwargs: override :data:`FINETUNE_KWARGS` / :data:`SCRATCH_KWARGS` /
-            :data:`RECURRENT_KWARGS` (and ``policy_kwargs``).
+        threads: torch threads for the run (``None``: the project's policy,
+            :func:`~composition_gym.agents.settings.default_threads`); restored afterwards.
+        ppo_kwargs: override :data:`FINETUNE_KWARGS` (with an ``lm``) or :data:`SCRATCH_KWARGS`
+            (and ``policy_kwargs``).
+
+    TensorBoard's x-axis for the run is the environment step (SB3's ``num_timesteps``).
 
     Returns:
         The trained SB3 model (``model.save(path)`` writes a ``.zip`` that :func:`load_model`,
@@ -116,13 +126,13 @@ def train_ppo(
     """
     if algo not in ALGOS:
         raise ValueError(f"unknown algo {algo!r}; choose from {ALGOS}")
-    if total_timesteps < 1:
-        raise ValueError(f"total_timesteps must be >= 1, got {total_timesteps}")
+    if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, int) or total_timesteps < 1:
+        raise ValueError(f"total_timesteps must be an integer >= 1, got {total_timesteps!r}")
     if lm is not None and not isinstance(lm, TransformerLM):
         raise TypeError(f"lm must be a TransformerLM or None, got {type(lm).__name__}")
     if algo == "recurrent_ppo" and lm is not None:
         raise ValueError("recurrent_ppo trains its own LSTM policy; pass lm=None")
-    defaults = RECURRENT_KWARGS if algo == "recurrent_ppo" else FINETUNE_KWARGS if lm is not None else SCRATCH_KWARGS
+    defaults = FINETUNE_KWARGS if lm is not None else SCRATCH_KWARGS
     kwargs = {**defaults, **ppo_kwargs}
     if "batch_size" not in ppo_kwargs:  # a default mini-batch must fit in one rollout of these n_envs
         kwargs["batch_size"] = min(kwargs["batch_size"], kwargs["n_steps"] * n_envs)
@@ -145,14 +155,15 @@ def train_ppo(
     if eval_env_ids:
         callback = CompositionEvalCallback(eval_env_ids, eval_freq=eval_freq, episodes=eval_episodes, seed=seed,
                                            verbose=verbose)
-    model.learn(total_timesteps, callback=callback, progress_bar=progress)
+    with torch_threads(threads):
+        model.learn(total_timesteps, callback=callback, progress_bar=progress)
     return model
 
 
 def bc_then_ppo(
     env_id: str | Sequence[str],
     *,
-    bc_episodes: int = 20_000,
+    bc_episodes: int | None = None,
     ppo_steps: int = 20_000,
     algo: str = "maskable_ppo",
     seed: int = 0,
@@ -167,12 +178,13 @@ def bc_then_ppo(
 
     Args:
         env_id: id(s) for behavior cloning (and for PPO unless ``rl_env_id`` is given).
-        bc_episodes: expert episodes for BC.
+        bc_episodes: expert episodes for BC (default: the BC settings' ``episodes``).
         ppo_steps: PPO environment steps.
         algo: ``"ppo"`` or ``"maskable_ppo"``.
         rl_env_id: id(s) for the PPO phase, e.g. the RL composition set ``Compose-RL-L3``
             (the paper's protocol: RL on compositions beyond the SFT support).
-        bc_kwargs: extra :func:`~composition_gym.agents.bc.behavior_cloning` arguments (``config``, ``epochs``, …).
+        bc_kwargs: extra :func:`~composition_gym.agents.bc.behavior_cloning` arguments (``settings``,
+            ``config``, ``epochs``, ``threads``, …).
         eval_env_ids, ppo_kwargs: passed to :func:`train_ppo`.
 
     Returns:
@@ -181,8 +193,9 @@ def bc_then_ppo(
     if algo == "recurrent_ppo":
         raise ValueError("bc_then_ppo needs the transformer policy: algo must be 'ppo' or 'maskable_ppo'")
     run_dir = next_run_dir(tensorboard_log, f"bc_{algo}") if tensorboard_log is not None else None
-    lm, _ = behavior_cloning(env_id, bc_episodes, seed=seed, tensorboard_log=run_dir, progress=progress,
-                             **(bc_kwargs or {}))
+    bc_kwargs = dict(bc_kwargs or {})
+    bc_kwargs.setdefault("threads", ppo_kwargs.get("threads"))
+    lm, _ = behavior_cloning(env_id, bc_episodes, seed=seed, tensorboard_log=run_dir, progress=progress, **bc_kwargs)
     model = train_ppo(rl_env_id or env_id, lm, ppo_steps, algo=algo, seed=seed, run_dir=run_dir,
                       eval_env_ids=eval_env_ids, progress=progress, **ppo_kwargs)
     return model, lm
@@ -207,6 +220,14 @@ def load_model(path: str | os.PathLike, env_id: str | None = None) -> BaseAlgori
         raise ValueError(f"{path!r} is not an SB3 model .zip (corrupt or another kind of file)")
     try:
         data, _, _ = load_from_zip_file(path, load_data=True)
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] in _OLD_PACKAGES:
+            raise ValueError(
+                f"{path!r} was saved before the agents moved to composition_gym.agents (its policy class "
+                f"lives in {err.name!r}); retrain it, or load it with custom_objects={{'policy_class': "
+                f"composition_gym.agents.policy.MaskableTransformerPolicy}} (or TransformerActorCriticPolicy "
+                f"for PPO)") from err
+        raise ValueError(f"{path!r} needs the module {err.name!r}, which is not installed") from err
     except Exception as err:  # SB3 raises several types for damaged archives
         raise ValueError(f"{path!r} is a zip but not a readable SB3 model: {type(err).__name__}: {err}") from err
     if not data or "policy_class" not in data:
@@ -235,5 +256,5 @@ def load_model(path: str | os.PathLike, env_id: str | None = None) -> BaseAlgori
     return model
 
 
-__all__ = ["ALGOS", "FINETUNE_KWARGS", "RECURRENT_KWARGS", "SCRATCH_KWARGS", "bc_then_ppo", "load_model",
+__all__ = ["ALGOS", "FINETUNE_KWARGS", "SCRATCH_KWARGS", "bc_then_ppo", "load_model",
            "make_vec_env", "next_run_dir", "train_ppo"]

@@ -1,16 +1,19 @@
-"""The ``compgym`` subcommands of the benchmarks layer.
+"""The ``compgym`` subcommands of the benchmarks layer (``bench``, ``reproduce``).
 
-:func:`register` is found by :mod:`composition_gym.cli` (looked up by name, so the environment
-package never imports this one).  Each subcommand's handler is ``func(args) -> int``.
+:func:`register` is named in :data:`composition_gym.cli.LAZY_COMMANDS` and imported only when one
+of these commands runs.  Each subcommand's handler is ``func(args) -> int``.  Results go to an
+untracked folder under ``runs/`` by default; refreshing the committed ``benchmarks/results/`` is
+an explicit ``--json`` / ``--out``.
 """
 
 from __future__ import annotations
 
 import argparse
 
+from composition_gym.cli import LAZY_COMMANDS
+
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    # Imported here so that `compgym list` does not pay for the benchmark modules.
     from composition_gym.benchmarks.reproduce import run_from_args
 
     return run_from_args(args)
@@ -27,13 +30,13 @@ def register(subparsers) -> None:
     from composition_gym.benchmarks.reproduce import add_arguments
     from composition_gym.benchmarks.throughput import add_arguments as add_bench_arguments
 
-    p = subparsers.add_parser("bench", help="throughput: env vs CartPole, vector env, PPO and BC, peak memory",
+    p = subparsers.add_parser("bench", help=LAZY_COMMANDS["bench"][1],
                               description="measures steps/s and tokens/s as ratios against references run side "
                                           "by side; prints a table and writes JSON (--json)")
     add_bench_arguments(p)
     p.set_defaults(func=_cmd_bench)
 
-    p = subparsers.add_parser("reproduce", help="reproduce the paper's three claims: table, JSON and figure",
+    p = subparsers.add_parser("reproduce", help=LAZY_COMMANDS["reproduce"][1],
                               description="BC on the SFT set, then PPO per condition, several seeds; writes "
                                           "reproduce.{json,md,png} to --out and TensorBoard logs to --runs-dir")
     add_arguments(p)

@@ -73,25 +73,34 @@ class Budget:
                 raise ValueError(f"budget.{name} must be a positive number, got {value!r}")
 
 
-_TINY = Budget(sft_episodes=48, sft_epochs=1, rl_episodes=32, eval_episodes=4, samples=4,
-               bc={"eval_episodes": 0, "batch_size": 16},
+def _bc_budget(preset: str, **bc: Any) -> dict[str, Any]:
+    """SFT fields of a :class:`Budget` from the agents' named BC preset (one home for BC budgets)."""
+    from composition_gym.agents.settings import BC_PRESETS
+
+    return {"sft_episodes": BC_PRESETS[preset].episodes, "sft_epochs": BC_PRESETS[preset].epochs,
+            "bc": {"settings": preset, **bc}}
+
+
+_TINY = Budget(**_bc_budget("tiny", eval_episodes=0), rl_episodes=32, eval_episodes=4, samples=4,
                grpo={"problems_per_iter": 4, "group_size": 4},
                ppo={"n_steps": 16, "batch_size": 32, "n_epochs": 1, "n_envs": 2})
 #: Budgets by profile and name.  ``tiny`` is plumbing only (seconds per run).  ``small/default``
-#: is the regime of ``make reproduce``: depth-mixed SFT of 20k expert episodes, 8,192 RL episodes
-#: per arm (16 group-relative iterations of 64 problems x 8 samples; MaskablePPO gets as many
-#: episodes), 200 problems per evaluation set with 8 samples each.  ``paper/default`` is a
-#: starting point for a GPU, not a tuned budget.
+#: is the regime of ``make reproduce``: the agents' ``reproduce`` BC preset on the depth-mixed
+#: set (20k expert episodes, 12.8 epochs), 8,192 RL episodes per arm (16 group-relative
+#: iterations of 64 problems x 8 samples; MaskablePPO gets as many episodes), 200 problems per
+#: evaluation set with 8 samples each.  ``paper/default`` is a starting point for a GPU, not a
+#: tuned budget.
 BUDGETS: dict[str, dict[str, Budget]] = {
     "small": {
         "tiny": _TINY,
-        "default": Budget(sft_episodes=20_000, sft_epochs=12.8, rl_episodes=8_192, eval_episodes=200,
-                          bc={"eval_episodes": 100}, grpo={"problems_per_iter": 64, "group_size": 8}),
+        "default": Budget(**_bc_budget("reproduce"), rl_episodes=8_192, eval_episodes=200,
+                          grpo={"problems_per_iter": 64, "group_size": 8}),
     },
     "paper": {
         "tiny": _TINY,
         "default": Budget(sft_episodes=100_000, sft_epochs=20, rl_episodes=262_144, eval_episodes=500,
-                          grpo={"problems_per_iter": 256, "group_size": 8}, ppo={"n_envs": 16}),
+                          bc={"settings": "reproduce"}, grpo={"problems_per_iter": 256, "group_size": 8},
+                          ppo={"n_envs": 16}),
     },
 }
 
@@ -183,7 +192,7 @@ def sft_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     model = dataclasses.replace(DEFAULT_CONFIG, **config["model"]) if config["model"] else None
     lm, stats = behavior_cloning(_ids(config, fam.sft), config["sft_episodes"],
                                  epochs=config["sft_epochs"], seed=config["seed"], config=model,
-                                 tensorboard_log=str(ctx.log_dir), progress=False, **config["bc"])
+                                 tensorboard_log=str(ctx.log_dir), progress=False, threads=1, **config["bc"])
     ctx.report(stage="sft_trained", **{f"bc/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
     _save_atomic(lm, ctx.artifact_dir / "sft.pt")
     return {"condition": "sft", "seed": config["seed"], "metrics": evaluate_sets(lm, config, ctx), **_split(stats)}
@@ -245,7 +254,7 @@ def _train_ppo(env_id: str, lm: Any, config: Mapping[str, Any], ctx: RunContext)
     mean_len = _mean_episode_tokens(env_id, config["sft"]["seed"])
     steps = max(1, round(config["rl_episodes"] * mean_len))
     model = train_ppo(env_id, lm, steps, seed=config["sft"]["seed"], n_envs=n_envs, run_dir=str(ctx.log_dir),
-                      progress=False, **kwargs)
+                      progress=False, threads=1, **kwargs)
     return lm_from_policy(model.policy), {"episodes": config["rl_episodes"], "timesteps": steps,
                                           "mean_expert_episode_tokens": mean_len}
 

@@ -4,7 +4,7 @@
 :func:`list_envs`.
 """
 
-from composition_gym.cascade import Cascade, Problem, parse_program, parse_prompt, parse_trace
+from composition_gym.cascade import Cascade, Problem, Score, Scorer, parse_program, parse_prompt
 from composition_gym.env import CompositionEnv
 from composition_gym.expert import ExpertPolicy
 from composition_gym.modules import ROUTINGS, SKILLS
@@ -26,12 +26,13 @@ __all__ = [
     "ROUTINGS",
     "SKILLS",
     "SPLITS",
+    "Score",
+    "Scorer",
     "Support",
     "env_id",
     "list_envs",
     "parse_program",
     "parse_prompt",
-    "parse_trace",
     "register_envs",
     "resolve_env_id",
     "short_name",

@@ -11,13 +11,19 @@ cascade with concrete inputs; it renders
     the modules stay latent;
   - ``tagged``: ``R_1 S_1 : z_1 ; … ; R_L S_L : z_L <eos>`` — each step tagged with its routing and
     skill, for diagnostics;
-  - ``answer``: ``z_L <eos>`` — no reasoning trace.
+  - ``answer``: ``z_L <eos>`` — no reasoning trace;
+
+* and the **score** of a written trace (:class:`Scorer`): reward, success, process-level success
+  and the per-step diagnosis, the one definition of "correct" every environment uses.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 from composition_gym import tokens as T
 from composition_gym.modules import ROUTINGS, SKILLS
@@ -69,10 +75,6 @@ class Cascade:
         for r, s in self.steps:
             expr = _render_step(r, s, expr)
         return expr
-
-    def to_dict(self) -> dict:
-        """A JSON-friendly form: ``{"routings": [...], "skills": [...]}``."""
-        return {"routings": list(self.routings), "skills": list(self.skills)}
 
 
 def _render_step(routing: str, skill: str, e: list[str]) -> list[str]:
@@ -165,9 +167,17 @@ def parse_program(toks: Sequence[str]) -> Cascade:
     return Cascade(tuple(_ProgramParser(toks).parse()))
 
 
+Segment = tuple[tuple[int, ...], tuple[int, ...]]
+"""One trace segment as token ids: ``(tags, letters)``; ``tags`` is ``(routing, skill)`` or empty."""
+
+
 @dataclass(frozen=True)
 class Problem:
-    """A cascade with concrete inputs and its intermediates (``values[-1]`` is the answer)."""
+    """A cascade with concrete inputs and its intermediates (``values[-1]`` is the answer).
+
+    The problem is the reference: its prompt (:meth:`encode_prompt`), its expected trace
+    (:meth:`trace`, :meth:`expected_segments`) and what a written trace scores (:meth:`score`).
+    """
 
     cascade: Cascade
     x: str
@@ -178,25 +188,148 @@ class Problem:
     def answer(self) -> str:
         return self.values[-1]
 
-    def prompt(self, uses_y: bool) -> list[str]:
-        """Prompt tokens: ``<bos> X = … [, Y = …] : program |``."""
-        toks = [T.BOS, T.VAR_X, T.EQ, *self.x]
+    def encode_prompt(self, uses_y: bool) -> tuple[list[int], str]:
+        """The prompt ``<bos> X=… [,Y=…] : program |`` as token ids and as ``tokens.decode`` text.
+
+        The head holds no capitalised word before a letter, so its text needs no spacing rule and
+        is written directly; the program part is memoised per cascade (environments call this at
+        every reset).
+        """
+        ids = [T.BOS_ID, _X_ID, _EQ_ID, *[T.LETTER_IDS[c] for c in self.x]]
+        text = f"{T.BOS}{T.VAR_X}{T.EQ}{self.x}"
         if uses_y:
-            toks += [T.COMMA, T.VAR_Y, T.EQ, *self.y]
-        return toks + [T.TAG, *self.cascade.program(), T.SEP]
+            ids += [_COMMA_ID, _Y_ID, _EQ_ID, *[T.LETTER_IDS[c] for c in self.y]]
+            text += f"{T.COMMA}{T.VAR_Y}{T.EQ}{self.y}"
+        ids.append(T.TAG_ID)
+        prog_ids, prog_text = _program_encoding(self.cascade)
+        ids += prog_ids
+        return ids, f"{text}{T.TAG}{prog_text}"
+
+    def prompt(self, uses_y: bool) -> list[str]:
+        """Prompt tokens: ``<bos> X = … [, Y = …] : program |`` (the tokens of :meth:`encode_prompt`)."""
+        return [T.TOKENS[i] for i in self.encode_prompt(uses_y)[0]]
 
     def trace(self, trace_format: str = "values") -> list[str]:
         """Reference trace tokens in ``trace_format`` (see :data:`TRACE_FORMATS`)."""
-        if trace_format == "answer":
-            return [*self.answer, T.EOS]
         out: list[str] = []
-        for t, ((r, s), z) in enumerate(zip(self.cascade.steps, self.values)):
-            if t:
+        for k, (tags, letters) in enumerate(self.expected_segments(trace_format)):
+            if k:
                 out.append(T.STEP)
             if trace_format == "tagged":
-                out += [r, s, T.TAG]
-            out += list(z)
+                out += [T.TOKENS[tags[0]], T.TOKENS[tags[1]], T.TAG]
+            out += [T.TOKENS[i] for i in letters]
         return out + [T.EOS]
+
+    def trace_steps(self, trace_format: str) -> list[tuple[int, tuple[str, str], str]]:
+        """The steps a trace in ``trace_format`` writes: ``(step number, (routing, skill), z_t)``.
+
+        Every step, except in the ``answer`` format, which writes only the last one.
+        """
+        steps = [(t + 1, rs, z) for t, (rs, z) in enumerate(zip(self.cascade.steps, self.values))]
+        return steps[-1:] if trace_format == "answer" else steps
+
+    def expected_segments(self, trace_format: str) -> list[Segment]:
+        """The reference trace as ``((routing id, skill id), letter ids)``, one per segment."""
+        return [((T.ROUTING_IDS[r], T.SKILL_IDS[s]), tuple(T.letter_ids(z)))
+                for _, (r, s), z in self.trace_steps(trace_format)]
+
+    def score(self, written: Sequence[Segment], malformed: bool = False, trace_format: str = "values",
+              process_reward: float = 0.0, format_penalty: float = 0.0) -> Score:
+        """Score a written trace; shorthand for ``Scorer(trace_format, …).score(self, written, malformed)``."""
+        return Scorer(trace_format, process_reward, format_penalty).score(self, written, malformed)
+
+
+@dataclass(frozen=True)
+class Score:
+    """What a finished trace earned (:meth:`Scorer.score`).
+
+    Attributes:
+        reward: the episode's return, the sum of its step rewards under the scorer's rule.
+        is_success: grammatical, complete, and the last segment equals the answer.
+        all_steps_correct: ``is_success`` and every written segment equals its reference value
+            (process-level success: no step skipped or wrong; in the ``answer`` format, where no
+            intermediate is written, it equals ``is_success``).
+        malformed: the trace broke the grammar or did not fit the observation.
+        diagnosis: per step, ``{"step", "routing", "skill", "expected", "generated", "correct"}``
+            (``"tags_correct"`` too in the ``tagged`` format; ``"generated"`` is ``None`` for a
+            segment never closed).
+    """
+
+    reward: float
+    is_success: bool
+    all_steps_correct: bool
+    malformed: bool
+    diagnosis: list[dict[str, Any]] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """The one rule for what a trace earns: every environment (single and vector) calls it.
+
+    Rewards of one step (:meth:`step_reward`): ``process_reward`` when the step closes an
+    intermediate segment equal to its reference value, ``-format_penalty`` when it makes the trace
+    malformed (ungrammatical token, or observation full), ``+1`` when it ends a successful trace.
+
+    Args:
+        trace_format: one of :data:`TRACE_FORMATS`.
+        process_reward: reward per correct intermediate segment.
+        format_penalty: penalty for a malformed trace.
+    """
+
+    trace_format: str = "values"
+    process_reward: float = 0.0
+    format_penalty: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.trace_format not in TRACE_FORMATS:
+            raise ValueError(f"unknown trace_format {self.trace_format!r}; choose from {TRACE_FORMATS}")
+        for name in ("process_reward", "format_penalty"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+    def step_reward(self, intermediate_correct, malformed, success):
+        """The reward of one step; the arguments are bools, or numpy bool arrays for a batch.
+
+        Args:
+            intermediate_correct: the step closed an intermediate segment equal to its reference
+                (a count of such segments gives the rewards of several steps at once).
+            malformed: the step made the trace malformed.
+            success: the step ended a successful trace (``Score.is_success``).
+        """
+        reward = self.process_reward * intermediate_correct
+        reward -= self.format_penalty * malformed
+        return reward + success
+
+    def score(self, problem: Problem, written: Sequence[Segment], malformed: bool) -> Score:
+        """Score the segments ``written`` (closed ones only, in order) of a trace of ``problem``."""
+        tagged = self.trace_format == "tagged"
+        steps = problem.trace_steps(self.trace_format)
+        diagnosis, correct = [], []
+        for k, (step, (r, s), z) in enumerate(steps):
+            generated = T.letters_of(written[k][1]) if k < len(written) else None
+            correct.append(generated == z)
+            item = {"step": step, "routing": r, "skill": s, "expected": z, "generated": generated,
+                    "correct": generated == z}
+            if tagged:
+                item["tags_correct"] = generated is not None and \
+                    tuple(written[k][0]) == (T.ROUTING_IDS[r], T.SKILL_IDS[s])
+            diagnosis.append(item)
+        success = not malformed and len(written) == len(steps) and correct[-1]
+        reward = self.step_reward(sum(correct[:-1]), malformed, success)  # all steps' rewards at once
+        return Score(float(reward), bool(success), bool(success and all(correct)), bool(malformed), diagnosis)
+
+
+@lru_cache(maxsize=1 << 16)
+def _program_encoding(cascade: Cascade) -> tuple[tuple[int, ...], str]:
+    # Programs repeat across episodes (a split holds a bounded set of cascades), so their ids and
+    # text are rendered once; the bound keeps the paper profile's huge supports in check.
+    ids = tuple(T.TOKEN_ID[t] for t in cascade.program()) + (T.SEP_ID,)
+    return ids, T.decode(ids)
+
+
+_X_ID, _Y_ID, _EQ_ID, _COMMA_ID = (T.TOKEN_ID[t] for t in (T.VAR_X, T.VAR_Y, T.EQ, T.COMMA))
 
 
 def parse_prompt(ids: Sequence[int], alphabet: str) -> Problem:
@@ -214,23 +347,3 @@ def parse_prompt(ids: Sequence[int], alphabet: str) -> Problem:
     cascade = parse_program(program)
     values = cascade.execute(inputs["X"], inputs["Y"], alphabet)
     return Problem(cascade, inputs["X"], inputs["Y"], tuple(values))
-
-
-def parse_trace(ids: Sequence[int], trace_format: str = "values") -> list[tuple[tuple[str, ...], str]]:
-    """Split a generated trace (ids after ``|``, up to ``<eos>``) into ``(tags, value)`` segments."""
-    segments: list[tuple[tuple[str, ...], str]] = []
-    tags: list[str] = []
-    value: list[str] = []
-    for i in ids:
-        tok = T.TOKENS[int(i)]
-        if tok in (T.EOS, T.PAD):
-            break
-        if tok == T.STEP:
-            segments.append((tuple(tags), "".join(value)))
-            tags, value = [], []
-        elif tok in T.LETTER_IDS:
-            value.append(tok)
-        elif tok != T.TAG:
-            tags.append(tok)
-    segments.append((tuple(tags), "".join(value)))
-    return segments

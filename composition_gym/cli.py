@@ -1,37 +1,113 @@
 """The ``compgym`` command line.
 
 The core commands live here (``list``, ``show``, ``play``).  The layers further down the data flow
-add their own through a ``register(subparsers)`` function: ``agents.cli`` (``train``, ``eval``,
-``demo``) and ``benchmarks.cli`` (``bench``, ``reproduce``).  They are looked up by name, so this
-module never imports them at import time.
+add theirs through ``register(subparsers)`` functions named in :data:`LAZY_COMMANDS`; a layer is
+imported only when one of its commands runs, so ``compgym list`` never loads torch or SB3.
+
+Every user error (a bad id, number, file or setting) prints one line, ``compgym <command>:
+<problem>``, and exits with status 2; ``--debug`` (or ``COMPGYM_DEBUG=1``) shows the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import io
+import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from composition_gym import tokens as T
 from composition_gym.registration import list_envs, resolve_env_id
 
-PLUGIN_LAYERS = ("composition_gym.agents.cli", "composition_gym.benchmarks.cli")
+#: The subcommands of the other layers: name -> ("module:function", help).  ``function(subparsers)``
+#: adds that command's parser (a module's function may add several of the names at once).  Kept
+#: as strings so that building the parser imports nothing heavy; a module that is not installed
+#: is skipped.
+LAZY_COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("composition_gym.agents.cli:register", "behavior cloning then PPO; saves an SB3 .zip"),
+    "eval": ("composition_gym.agents.cli:register", "evaluate a saved model on an ID / OOD suite"),
+    "demo": ("composition_gym.agents.cli:register",
+             "BC -> PPO on the small profile, ID/OOD table (447 s measured on 2 shared CPU cores)"),
+    "diagnose": ("composition_gym.agents.diagnostics.cli:register", "diagnose a trained model's failures"),
+    "bench": ("composition_gym.benchmarks.cli:register",
+              "throughput: env vs CartPole, vector env, PPO and BC, peak memory"),
+    "reproduce": ("composition_gym.benchmarks.cli:register",
+                  "reproduce the paper's three claims: table, JSON and figure"),
+}
+
+#: Exceptions that mean "the user asked for something impossible": one line, exit status 2.
+USER_ERRORS = (gym.error.Error, ValueError, TypeError, LookupError, OSError)
+
+
+# ---------------------------------------------------------------------------- argument types
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _number(text, int, 1)
+
+
+def nonnegative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _number(text, int, 0)
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = _number(text, float, None)
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _number(text: str, kind: type, minimum: int | None) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None
+    if minimum is not None and value < minimum:
+        raise argparse.ArgumentTypeError(f"must be an integer >= {minimum}, got {text!r}")
+    return value
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose errors are one line (``compgym eval: error: ...``), status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ---------------------------------------------------------------------------- tables
+def render_table(table: Any, width: int = 160) -> str:
+    """A ``rich`` table as plain text (no colour codes), ``width`` columns at most."""
+    from rich.console import Console
+
+    console = Console(file=io.StringIO(), width=width, color_system=None, soft_wrap=False)
+    console.print(table)
+    lines = [line.rstrip() for line in console.file.getvalue().splitlines()]
+    return "\n".join(lines).strip("\n")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    rows = list_envs()
-    if args.profile:
-        rows = [r for r in rows if r["profile"] == args.profile]
-    width = max(len(r["id"]) for r in rows)
-    print(f"{'id':<{width}}  {'split':<18} L  role   purpose")
+    from rich import box
+    from rich.table import Table
+
+    rows = [r for r in list_envs() if not args.profile or r["profile"] == args.profile]
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for name in ("id", "profile", "split", "L", "role", "purpose"):
+        table.add_column(name, no_wrap=name != "purpose")
     for r in rows:
-        print(f"{r['id']:<{width}}  {r['split']:<18} {r['depth']}  {r['role']:<6} {r['purpose']}")
+        table.add_row(r["id"], r["profile"], r["split"], str(r["depth"]), r["role"], r["purpose"])
+    print(render_table(table))
     return 0
 
 
+# ---------------------------------------------------------------------------- show / play
 def _make(args: argparse.Namespace) -> gym.Env:
     return gym.make(resolve_env_id(args.env_id), trace_format=args.trace_format)
 
@@ -46,48 +122,95 @@ def _cmd_show(args: argparse.Namespace) -> int:
         print("cascade: " + "  ".join(f"{t + 1}:{r}·{s}" for t, (r, s) in enumerate(problem.cascade.steps)))
         for t, z in enumerate(problem.values):
             print(f"  z{t + 1} = {z}")
-        print(f"trace  : {T.decode(T.TOKEN_ID[t] for t in problem.trace(env.unwrapped.trace_format))}")
+        print(f"trace  : {_reference(env)}")
         print(f"answer : {problem.answer}")
     return 0
 
 
+def _reference(env: gym.Env) -> str:
+    """The reference trace of the current episode as text (``cf;cdff;dfffdc<eos>``)."""
+    return T.decode(T.TOKEN_ID[t] for t in env.unwrapped.problem.trace(env.unwrapped.trace_format))
+
+
 def _cmd_play(args: argparse.Namespace) -> int:
     env = _make(args)
-    stream = sys.stdin
-    for k in range(args.episodes):
-        _, info = env.reset(seed=args.seed + k)
-        print(f"\n{info['prompt']}")
-        fmt = env.unwrapped.trace_format
-        hint = {"values": "z1;z2;...;answer", "tagged": "Chain Rev:z1;...", "answer": "the answer"}[fmt]
-        print(f"type the trace ({hint}), then Enter:")
-        line = stream.readline()
-        if not line:
-            return 0
-        try:
-            ids = T.encode(line.strip())
-        except ValueError as err:
-            print(f"cannot read that: {err}")
-            continue
-        if not ids or ids[-1] != T.EOS_ID:
-            ids.append(T.EOS_ID)
-        total, done = 0.0, False
-        for tok in ids:
-            _, reward, term, trunc, info = env.step(tok)
-            total += reward
-            if term or trunc:
-                done = True
-                break
-        if not done:
-            print("the trace did not end the episode")
-            continue
-        verdict = "correct" if info["is_success"] else ("malformed" if info["malformed"] else "wrong")
-        print(f"reward {total:g} ({verdict}); expected answer {info['answer']}")
-        for d in info["diagnosis"]:
-            mark = "ok " if d["correct"] else "XX "
-            print(f"  {mark} step {d['step']} {d['routing']}·{d['skill']}: expected {d['expected']}, got {d['generated']}")
+    fmt = env.unwrapped.trace_format
+    hint = {"values": "z1;z2;...;answer", "tagged": "Chain Rev:z1;...", "answer": "the answer"}[fmt]
+    print(f"type the trace ({hint}) and press Enter; <eos> is added for you. Quit: Ctrl-D or Ctrl-C.")
+    try:
+        for k in range(args.episodes):
+            _, info = env.reset(seed=args.seed + k)
+            print(f"\n{info['prompt']}")
+            line = sys.stdin.readline()
+            if not line:
+                return 0
+            _play_one(env, line.strip(), info)
+    except KeyboardInterrupt:
+        print()  # end the prompt's line; no traceback for the way out we announced
+        return 130
     return 0
 
 
+def _play_one(env: gym.Env, text: str, info: dict[str, Any]) -> None:
+    """Step the typed trace token by token; report the reward, or the first token the grammar rejects."""
+    try:
+        ids = T.encode(text)
+    except ValueError as err:
+        print(f"cannot read that: {err}")
+        return
+    if not ids or ids[-1] != T.EOS_ID:
+        ids.append(T.EOS_ID)
+    total = 0.0
+    for pos, tok in enumerate(ids):
+        mask = info["action_mask"]
+        if not mask[tok]:
+            _explain_rejection(env, ids[:pos], tok, pos, mask)
+            return
+        _, reward, term, trunc, info = env.step(tok)
+        total += reward
+        if term or trunc:
+            break
+    else:
+        print("the trace did not end the episode")
+        return
+    verdict = "correct" if info["is_success"] else ("malformed" if info["malformed"] else "wrong")
+    print(f"reward {total:g} ({verdict}); expected answer {info['answer']}")
+    for d in info["diagnosis"]:
+        mark = "ok " if d["correct"] else "XX "
+        print(f"  {mark} step {d['step']} {d['routing']}·{d['skill']}: expected {d['expected']}, got {d['generated']}")
+
+
+def _explain_rejection(env: gym.Env, accepted: list[int], tok: int, pos: int, mask: np.ndarray) -> None:
+    """Which token was refused and where, what was allowed, and how the accepted prefix compares."""
+    typed = T.decode(accepted)
+    allowed = " ".join(T.decode([i]) for i in np.flatnonzero(mask))
+    print(f"rejected: token {T.decode([tok])!r} at position {pos + 1} of your trace (after {typed!r}); "
+          f"the grammar allows here: {allowed}")
+    reference = _reference(env)
+    same = 0
+    while same < min(len(typed), len(reference)) and typed[same] == reference[same]:
+        same += 1
+    if same == len(typed):
+        print(f"your prefix {typed!r} is correct so far; the reference trace is {reference}")
+    else:
+        print(f"your prefix departs from the reference at character {same + 1}: {typed[:same]!r} then "
+              f"{typed[same:]!r} instead of {reference[same:]!r}")
+    problem = env.unwrapped.problem
+    if env.unwrapped.trace_format == "values" and typed:
+        for t, seg in enumerate(typed.split(";")):
+            if t >= len(problem.values):
+                break
+            r, s = problem.cascade.steps[t]
+            expected = problem.values[t]
+            done = t < typed.count(";")
+            if not done and not seg:
+                break
+            ok = seg == expected if done else expected.startswith(seg)
+            state = "" if done else " (unfinished)"
+            print(f"  {'ok ' if ok else 'XX '} step {t + 1} {r}·{s}: expected {expected}, got {seg}{state}")
+
+
+# ---------------------------------------------------------------------------- parser
 def register(subparsers) -> None:
     """Add the core subcommands ``list``, ``show`` and ``play``."""
     p = subparsers.add_parser("list", help="list the registered environment ids")
@@ -100,35 +223,100 @@ def register(subparsers) -> None:
         p = subparsers.add_parser(name, help=text)
         p.add_argument("env_id", help="e.g. Compose-L3-v0 (namespace optional)")
         p.add_argument("--seed", type=int, default=0)
-        p.add_argument("--episodes", type=int, default=1)
+        p.add_argument("--episodes", type=positive_int, default=1)
         p.add_argument("--trace-format", choices=["values", "tagged", "answer"], default="values")
         p.set_defaults(func=func)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full ``compgym`` parser, with every layer that is installed."""
-    parser = argparse.ArgumentParser(prog="compgym", description=__doc__.splitlines()[0])
-    subparsers = parser.add_subparsers(dest="command", required=True)
+def _available(module: str) -> bool:
+    """Whether ``module`` is installed, found without importing its packages (which load torch)."""
+    package, _, rest = module.partition(".")  # "composition_gym", "agents.diagnostics.cli"
+    head, _, tail = rest.partition(".")
+    try:
+        spec = importlib.util.find_spec(f"{package}.{head}")  # imports only `package`
+    except (ImportError, ValueError):
+        return False
+    if spec is None:
+        return False
+    if not tail:
+        return True
+    locations = list(spec.submodule_search_locations or [])
+    rel = tail.replace(".", os.sep)
+    return any(os.path.isfile(os.path.join(d, rel + ".py")) or os.path.isfile(os.path.join(d, rel, "__init__.py"))
+               for d in locations)
+
+
+def _load(target: str):
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``compgym`` parser.
+
+    Every layer's commands are listed; only ``command``'s layer (if it is a lazy one) is imported
+    to add its options, so ``compgym list`` and ``compgym --help`` stay fast.
+    """
+    parser = Parser(prog="compgym", description="composition-gym: environments, agents and benchmarks. "
+                                                 "Errors print one line; --debug shows the traceback.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks (also: COMPGYM_DEBUG=1)")
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     register(subparsers)
-    for layer in PLUGIN_LAYERS:
-        try:
-            module = importlib.import_module(layer)
-        except ModuleNotFoundError as err:
-            if err.name not in (layer, layer.split(".")[0]):
-                raise
+    chosen = LAZY_COMMANDS.get(command or "", ("", ""))[0]
+    registered: set[str] = set()
+    for name, (target, text) in LAZY_COMMANDS.items():
+        if not _available(target.partition(":")[0]):
             continue
-        module.register(subparsers)
+        if target == chosen:
+            if target not in registered:
+                registered.add(target)
+                _load(target)(subparsers)
+        else:  # a placeholder: the help line only, filled in when the command is chosen
+            subparsers.add_parser(name, help=text)
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
+def _debug(argv: Sequence[str]) -> bool:
+    return "--debug" in argv or os.environ.get("COMPGYM_DEBUG", "") not in ("", "0")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``compgym`` console script."""
-    args = build_parser().parse_args(argv)
+    """Entry point of the ``compgym`` console script: returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = _debug(argv)
+    argv = [a for a in argv if a != "--debug"]  # accepted anywhere, not only before the command
+    try:
+        args = build_parser(_command_of(argv)).parse_args(argv)
+    except SystemExit as exit_:  # --help, or a usage error already printed on one line
+        return int(exit_.code or 0) if not isinstance(exit_.code, str) else 2
     try:
         return int(args.func(args) or 0)
-    except (gym.error.Error, ValueError) as err:
-        print(f"compgym: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"compgym {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `compgym list | head`: the reader left; not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout again at exit
+        return 0
+    except Exception as err:  # noqa: BLE001 - the one place that turns errors into one line
+        if debug:
+            raise
+        print(f"compgym {args.command}: {_one_line(err)}", file=sys.stderr)
         return 2
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    if isinstance(err, USER_ERRORS):
+        if isinstance(err, KeyError):  # str(KeyError) is the quoted key alone
+            text = f"unknown key {text}"
+        return text
+    return f"{type(err).__name__}: {text} (an internal error: rerun with --debug and report the traceback)"
 
 
 if __name__ == "__main__":

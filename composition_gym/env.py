@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+import dataclasses
+import sys
 from typing import Any
 
 import gymnasium as gym
@@ -10,8 +11,9 @@ import numpy as np
 from gymnasium import spaces
 
 from composition_gym import tokens as T
-from composition_gym.cascade import TRACE_FORMATS, Cascade, Problem
-from composition_gym.grammar import COLON, ROUTING, SKILL, TraceGrammar, TraceState
+from composition_gym.cascade import Problem, Score, Scorer
+from composition_gym.expert import next_token
+from composition_gym.grammar import EOS_EVENT, LETTER_EVENT, STEP_EVENT, TAG_EVENT, TraceGrammar
 from composition_gym.profiles import Profile, get_profile
 from composition_gym.supports import CascadeSampler, Support
 
@@ -38,40 +40,30 @@ def max_trace_len(profile: Profile, depth: int, trace_format: str) -> int:
     return depth * cap + (depth - 1) + tags + 1
 
 
-@lru_cache(maxsize=1 << 16)
-def _program_encoding(cascade: Cascade) -> tuple[tuple[int, ...], str]:
-    # Programs repeat across episodes (a split holds a bounded set of cascades), so their ids and
-    # text are rendered once; the bound keeps the paper profile's huge supports in check.
-    ids = tuple(T.TOKEN_ID[t] for t in cascade.program()) + (T.SEP_ID,)
-    return ids, T.decode(ids)
+def reset_info(problem: Problem, prompt_text: str) -> dict[str, Any]:
+    """The episode facts every reset and final ``info`` holds (besides ``action_mask``)."""
+    return {"cascade": problem.cascade, "prompt": prompt_text, "answer": problem.answer}
 
 
-def encode_prompt(problem: Problem, uses_y: bool) -> tuple[list[int], str]:
-    """The prompt's token ids and text: ``encode``/``decode`` of :meth:`Problem.prompt`, computed fast.
-
-    The head ``<bos> X=… [,Y=…] :`` holds no capitalised word before a letter, so its text needs
-    no spacing rule and is written directly; the program part is memoised per cascade.
-    """
-    ids = [T.BOS_ID, _X_ID, _EQ_ID, *[T.LETTER_IDS[c] for c in problem.x]]
-    text = f"{T.BOS}{T.VAR_X}{T.EQ}{problem.x}"
-    if uses_y:
-        ids += [_COMMA_ID, _Y_ID, _EQ_ID, *[T.LETTER_IDS[c] for c in problem.y]]
-        text += f"{T.COMMA}{T.VAR_Y}{T.EQ}{problem.y}"
-    ids.append(T.TAG_ID)
-    prog_ids, prog_text = _program_encoding(problem.cascade)
-    ids += prog_ids
-    return ids, f"{text}{T.TAG}{prog_text}"
+def final_info(problem: Problem, prompt_text: str, score: Score, trace_text: str) -> dict[str, Any]:
+    """The final ``info`` of an episode (besides ``action_mask``), from its :class:`Score`."""
+    return {
+        **reset_info(problem, prompt_text),
+        "is_success": score.is_success,
+        "all_steps_correct": score.all_steps_correct,
+        "malformed": score.malformed,
+        "diagnosis": score.diagnosis,
+        "trace": trace_text,
+    }
 
 
-def expected_segments(problem: Problem, trace_format: str) -> list[tuple[tuple[int, int], tuple[int, ...]]]:
-    """The reference trace as ``((routing id, skill id), letter ids)`` per segment."""
-    steps = list(zip(problem.cascade.steps, problem.values))
-    if trace_format == "answer":
-        steps = steps[-1:]
-    return [((T.ROUTING_IDS[r], T.SKILL_IDS[s]), tuple(T.letter_ids(z))) for (r, s), z in steps]
+def _scorer_setting(name: str, doc: str) -> property:
+    """A reward setting read from and written to the env's :class:`Scorer` (settable, e.g. by ``set_attr``)."""
 
+    def set_(env, value: float) -> None:
+        env.scorer = dataclasses.replace(env.scorer, **{name: value})
 
-_X_ID, _Y_ID, _EQ_ID, _COMMA_ID = (T.TOKEN_ID[t] for t in (T.VAR_X, T.VAR_Y, T.EQ, T.COMMA))
+    return property(lambda env: getattr(env.scorer, name), set_, doc=f"{doc} (held by ``scorer``; settable).")
 
 
 class CompositionEnv(gym.Env):
@@ -106,7 +98,8 @@ class CompositionEnv(gym.Env):
     ``1`` when the trace ends with ``<eos>`` and its last segment equals the answer exactly, else
     ``0`` (an outcome reward).  Options: ``process_reward`` is added for each intermediate segment
     that equals its ``z_t`` when it is closed; ``format_penalty`` is subtracted when the trace is
-    ungrammatical or truncated.
+    ungrammatical or truncated.  One scorer (:class:`~composition_gym.cascade.Scorer`, ``env.scorer``)
+    holds these rules for this environment and its vector form.
 
     ## Starting State
 
@@ -116,10 +109,13 @@ class CompositionEnv(gym.Env):
 
     ## Episode End
 
-    Terminated at ``<eos>`` or at an ungrammatical token; truncated when the observation is full.
-    The final ``info`` holds ``is_success``, ``diagnosis`` (per step: expected, generated, correct),
-    ``trace`` (text) and ``malformed``.  Every ``info`` holds ``action_mask``; the reset and final
-    ``info`` hold the hidden ``cascade``, ``prompt`` (text) and ``answer``.
+    Terminated at ``<eos>`` or at an ungrammatical token; truncated when the observation is full
+    (only possible when ``max_len`` is shorter than the longest trace, see Arguments).
+    The final ``info`` holds ``is_success``; ``all_steps_correct`` (process-level success:
+    ``is_success`` and every intermediate segment equals its ``z_t``, so an agent cannot look good by
+    skipping or faking steps); ``diagnosis`` (per step: expected, generated, correct); ``trace``
+    (text) and ``malformed``.  Every ``info`` holds ``action_mask``; the reset and final ``info``
+    hold the hidden ``cascade``, ``prompt`` (text) and ``answer``.
 
     ## Arguments
 
@@ -146,18 +142,24 @@ class CompositionEnv(gym.Env):
     * ``trace_format``: ``"values"`` (intermediates then answer), ``"tagged"`` (each step tagged
       with its modules) or ``"answer"``.
     * ``max_len``: observation length; default fits every trace of the profile up to its OOD depth,
-      so all default environments of one profile share one observation space.
-    * ``render_mode``: ``None`` or ``"ansi"``.
+      so all default environments of one profile share one observation space.  It must hold the
+      longest prompt plus two tokens (``ValueError`` names the minimum).  Shorter than the longest
+      prompt plus the longest trace is allowed as a token budget (traces that do not fit are
+      truncated and malformed) and warns, naming the length that fits every trace.
+    * ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns the text frame) or ``"human"``
+      (the frame is printed at every reset and step, as Gymnasium's text environments do; so
+      ``rl_zoo3.enjoy`` works).  Other modes raise ``TypeError``.
 
     ## Version History
 
     * v1: identifiable problems (``identifiable=True``), depth-mixed training sets
       (``Compose-L1to3``, ``share_atomic=True``, ``depth_weights``) and the ``exposure`` knob;
       settings that cannot be sampled fail at construction instead of hanging.
-    * v0: initial release.
+    * v0: initial release.  Later additions leave v0 episodes unchanged: ``info["all_steps_correct"]``
+      at episode end, ``render_mode="human"``, and the warning for a budget ``max_len``.
     """
 
-    metadata = {"render_modes": ["ansi"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
 
     def __init__(
         self,
@@ -191,23 +193,16 @@ class CompositionEnv(gym.Env):
             depths = tuple(range(depth[0], depth[1] + 1))
         else:
             raise ValueError(f"depth must be an int or [min, max], got {depth!r}")
-        if trace_format not in TRACE_FORMATS:
-            raise ValueError(f"unknown trace_format {trace_format!r}; choose from {TRACE_FORMATS}")
+        self.scorer = Scorer(trace_format, process_reward, format_penalty)  # validates the three
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             # TypeError, not ValueError: SB3's make_vec_env (and so rl-zoo3) asks for "rgb_array"
             # first and retries without a render mode only on TypeError.
             raise TypeError(f"unsupported render_mode {render_mode!r}; choose from {self.metadata['render_modes']}")
-        for name, value in (("process_reward", process_reward), ("format_penalty", format_penalty)):
-            if not isinstance(value, (int, float)) or not np.isfinite(value):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
 
         self.support = Support(self.profile, split, depths, split_seed, identifiable=identifiable,
                                share_atomic=share_atomic, exposure=exposure,
                                depth_weights=None if depth_weights is None else tuple(depth_weights))
         self.sampler = CascadeSampler(self.support)
-        self.trace_format = trace_format
-        self.process_reward = float(process_reward)
-        self.format_penalty = float(format_penalty)
         self.render_mode = render_mode
         deepest = max(max(depths), self.profile.ood_depth)
         need = max_prompt_len(self.profile, max(depths)) + 2
@@ -215,6 +210,10 @@ class CompositionEnv(gym.Env):
         if self.max_len < need:
             raise ValueError(f"max_len={self.max_len} is too short for the prompt: depth {max(depths)} "
                              f"prompts need up to {need - 2} tokens plus room for a trace (max_len >= {need})")
+        fits = need - 2 + max_trace_len(self.profile, max(depths), trace_format)
+        if self.max_len < fits:
+            gym.logger.warn(f"max_len={self.max_len} is a token budget: depth-{max(depths)} {trace_format} traces "
+                            f"that do not fit are truncated as malformed (max_len >= {fits} fits every trace)")
 
         self.observation_space = spaces.Box(0, T.VOCAB_SIZE - 1, shape=(self.max_len,), dtype=np.int64)
         self.action_space = spaces.Discrete(T.VOCAB_SIZE)
@@ -232,10 +231,12 @@ class CompositionEnv(gym.Env):
             if not isinstance(problem, Problem):
                 raise TypeError(f"options['problem'] must be a Problem, got {type(problem).__name__}")
         self._start(problem)
+        if self.render_mode == "human":
+            self.render()
         return self._obs.copy(), self._reset_info()
 
     def _start(self, problem: Problem) -> None:
-        prompt, self._prompt_text = encode_prompt(problem, self.profile.uses_y)
+        prompt, self._prompt_text = problem.encode_prompt(self.profile.uses_y)
         if len(prompt) + 2 > self.max_len:
             raise ValueError(f"max_len={self.max_len} is too short for a prompt of {len(prompt)} tokens")
         self._problem = problem
@@ -245,13 +246,12 @@ class CompositionEnv(gym.Env):
         self._state = self.grammar.start()
         self._depth = problem.cascade.depth
         # The expected (tags, letters) of each segment, so a step only compares small tuples.
-        self._expected = expected_segments(problem, self.trace_format)
+        self._expected = problem.expected_segments(self.trace_format)
         self._seg_tags: list[int] = []
         self._seg_letters: list[int] = []
         self._written: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
         self._mask = self.grammar.mask(self._state, self._depth)
         self._done = False
-        self._malformed = False
 
     def step(self, action):
         if self._done:
@@ -260,43 +260,42 @@ class CompositionEnv(gym.Env):
         a = action if type(action) is int and 0 <= action < T.VOCAB_SIZE else self._check_action(action)
         self._obs[self._pos] = a
         self._pos += 1
-        reward, terminated = 0.0, False
+        terminated = malformed = intermediate_correct = False
         state = self._state
         if not self._mask[a]:
-            self._malformed = terminated = True
-            reward -= self.format_penalty
+            malformed = terminated = True
         else:
-            phase = state.phase
-            self.grammar.advance(state, a)
-            if phase in (ROUTING, SKILL):
+            event = self.grammar.advance(state, a)
+            if event == LETTER_EVENT:
+                self._seg_letters.append(a)
+            elif event == TAG_EVENT:
                 self._seg_tags.append(a)
-            elif phase != COLON:
-                if a == T.STEP_ID or a == T.EOS_ID:
-                    reward += self._close_segment()
-                    terminated = a == T.EOS_ID
-                else:
-                    self._seg_letters.append(a)
+            elif event >= STEP_EVENT:
+                intermediate_correct = self._close_segment()
+                terminated = event == EOS_EVENT
         truncated = not terminated and self._pos >= self.max_len
-        if truncated:
-            self._malformed = True
-            reward -= self.format_penalty
         self._mask = self.grammar.mask(state, self._depth)
         info: dict[str, Any] = {"action_mask": self._mask.copy()}
+        reward = 0.0  # the scorer's reward for a step that ends nothing and pays no process reward
         if terminated or truncated:
             self._done = True
-            info.update(self._final_info())
-            if info["is_success"]:
-                reward += 1.0
+            malformed = malformed or truncated
+            score = self.scorer.score(self._problem, self._written, malformed)
+            info.update(final_info(self._problem, self._prompt_text, score, self._trace_text()))
+            reward = float(self.scorer.step_reward(intermediate_correct, malformed, score.is_success))
+        elif intermediate_correct:
+            reward = float(self.scorer.step_reward(True, False, False))
+        if self.render_mode == "human":
+            self.render()
         return self._obs.copy(), reward, terminated, truncated, info
 
-    def _close_segment(self) -> float:
+    def _close_segment(self) -> bool:
+        """Record the segment just closed; whether it is an intermediate equal to its reference."""
         k = len(self._written)
-        self._written.append((tuple(self._seg_tags), tuple(self._seg_letters)))
+        letters = tuple(self._seg_letters)
+        self._written.append((tuple(self._seg_tags), letters))
         self._seg_tags, self._seg_letters = [], []
-        is_intermediate = k < len(self._expected) - 1
-        if is_intermediate and self._written[k][1] == self._expected[k][1]:
-            return self.process_reward
-        return 0.0
+        return k < len(self._expected) - 1 and letters == self._expected[k][1]
 
     def _check_action(self, action) -> int:
         if isinstance(action, np.ndarray):
@@ -314,45 +313,10 @@ class CompositionEnv(gym.Env):
 
     # ------------------------------------------------------------------ info
     def _reset_info(self) -> dict[str, Any]:
-        p = self._problem
-        return {
-            "action_mask": self._mask.copy(),
-            "cascade": p.cascade,
-            "prompt": self._prompt_text,
-            "answer": p.answer,
-        }
+        return {"action_mask": self._mask.copy(), **reset_info(self._problem, self._prompt_text)}
 
-    def _final_info(self) -> dict[str, Any]:
-        written, expected = self._written, self._expected
-        success = (
-            not self._malformed
-            and len(written) == len(expected)
-            and written[-1][1] == expected[-1][1]
-        )
-        steps = self._problem.cascade.steps
-        if self.trace_format == "answer":
-            steps = steps[-1:]
-        diagnosis = []
-        for k, ((r, s), (tags, letters)) in enumerate(zip(steps, expected)):
-            got = written[k] if k < len(written) else None
-            item = {
-                "step": k + 1 if self.trace_format != "answer" else len(self._problem.cascade.steps),
-                "routing": r,
-                "skill": s,
-                "expected": T.letters_of(letters),
-                "generated": T.letters_of(got[1]) if got else None,
-                "correct": got is not None and got[1] == letters,
-            }
-            if self.trace_format == "tagged":
-                item["tags_correct"] = got is not None and got[0] == tags
-            diagnosis.append(item)
-        return {
-            **self._reset_info(),
-            "is_success": bool(success),
-            "malformed": self._malformed,
-            "diagnosis": diagnosis,
-            "trace": T.decode(self._obs[self._trace_start : self._pos].tolist()),
-        }
+    def _trace_text(self) -> str:
+        return T.decode(self._obs[self._trace_start : self._pos].tolist())
 
     # ------------------------------------------------------------------ helpers
     def action_masks(self) -> np.ndarray:
@@ -360,7 +324,7 @@ class CompositionEnv(gym.Env):
         return self._mask
 
     def expert_action(self) -> int:
-        """The oracle's next token: continue the reference trace from wherever the agent is.
+        """The oracle's next token (:func:`composition_gym.expert.next_token`) from the current state.
 
         On the reference path it is the next reference token.  Off it (after a wrong letter), it
         closes the wrong segment and writes the remaining ones correctly, which maximises the
@@ -368,7 +332,17 @@ class CompositionEnv(gym.Env):
         """
         if self._done:
             raise RuntimeError("expert_action() called after the episode ended; call reset() first")
-        return next_expert_token(self._state, self._expected, self._seg_letters, self.grammar, self._depth)
+        state = self._state
+        last = state.segment == len(self._expected) - 1
+        return next_token(state.phase, last, self._seg_letters, self._expected[state.segment])
+
+    @property
+    def trace_format(self) -> str:
+        """The trace format (held by :attr:`scorer`)."""
+        return self.scorer.trace_format
+
+    process_reward = _scorer_setting("process_reward", "Reward per correct intermediate segment")
+    format_penalty = _scorer_setting("format_penalty", "Penalty for a malformed trace")
 
     @property
     def problem(self) -> Problem | None:
@@ -376,25 +350,15 @@ class CompositionEnv(gym.Env):
         return self._problem
 
     def render(self) -> str | None:
-        if self.render_mode != "ansi":
+        """The text frame (prompt, trace so far, hidden cascade): returned (``"ansi"``) or printed (``"human"``)."""
+        if self.render_mode is None:
             return None
         if self._problem is None:
-            return "(call reset() first)"
-        prompt = T.decode(self._obs[: self._trace_start])
-        trace = T.decode(self._obs[self._trace_start : self._pos])
-        return f"{prompt}\n  trace: {trace}\n  cascade: {self._problem.cascade.key()}\n"
-
-
-def next_expert_token(state: TraceState, expected, seg_letters, grammar: TraceGrammar, depth: int) -> int:
-    """The expert's next token for a trace in ``state``; see :meth:`CompositionEnv.expert_action`."""
-    tags, letters = expected[state.segment]
-    if state.phase == ROUTING:
-        return tags[0]
-    if state.phase == SKILL:
-        return tags[1]
-    if state.phase == COLON:
-        return T.TAG_ID
-    n = len(seg_letters)
-    if n < len(letters) and tuple(seg_letters) == letters[:n]:
-        return letters[n]
-    return T.EOS_ID if state.segment == grammar.segments(depth) - 1 else T.STEP_ID
+            frame = "(call reset() first)"
+        else:
+            prompt = T.decode(self._obs[: self._trace_start])
+            frame = f"{prompt}\n  trace: {self._trace_text()}\n  cascade: {self._problem.cascade.key()}\n"
+        if self.render_mode == "human":
+            sys.stdout.write(frame)
+            return None
+        return frame

@@ -17,6 +17,10 @@ from composition_gym.profiles import Profile
 
 # Phases inside one segment.
 ROUTING, SKILL, COLON, VALUE = 0, 1, 2, 3
+# What a grammatical token did (returned by the advance methods): wrote a routing or skill tag,
+# the tag's colon, a letter, or closed the segment with ``;`` (STEP) or ``<eos>`` (EOS).
+TAG_EVENT, COLON_EVENT, LETTER_EVENT, STEP_EVENT, EOS_EVENT = 0, 1, 2, 3, 4
+_STEP_ID, _EOS_ID = T.STEP_ID, T.EOS_ID  # plain globals: advance() runs once per env step
 
 
 @dataclass
@@ -27,6 +31,21 @@ class TraceState:
     phase: int = VALUE
     letters: int = 0
     done: bool = False
+
+
+@dataclass
+class TraceStates:
+    """The :class:`TraceState` of ``n`` traces, as arrays (for batched stepping)."""
+
+    segment: np.ndarray
+    phase: np.ndarray
+    letters: np.ndarray
+    done: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> TraceStates:
+        z = np.zeros(n, dtype=np.int64)
+        return cls(z.copy(), z.copy(), z.copy(), np.zeros(n, dtype=bool))
 
 
 def mask_index(phase: int | np.ndarray, empty: bool | np.ndarray, full: bool | np.ndarray, last: bool | np.ndarray,
@@ -56,10 +75,22 @@ class TraceGrammar:
         self.colon_mask = np.zeros(v, dtype=bool)
         self.colon_mask[T.TAG_ID] = True
         self._cache: dict[tuple, np.ndarray] = {}
+        self._table = self.mask_table()
 
     def start(self) -> TraceState:
         """The state before the first trace token."""
         return TraceState(phase=ROUTING if self.tagged else VALUE)
+
+    def start_batch(self, states: TraceStates, rows: np.ndarray) -> None:
+        """Put ``states[rows]`` before the first trace token."""
+        states.segment[rows] = 0
+        states.letters[rows] = 0
+        states.done[rows] = False
+        states.phase[rows] = ROUTING if self.tagged else VALUE
+
+    def start_mask(self) -> np.ndarray:
+        """The mask before a trace's first token (the same for every depth)."""
+        return self.mask(self.start(), 1)
 
     def segments(self, depth: int) -> int:
         """How many segments a complete trace of a depth-``depth`` cascade has."""
@@ -83,6 +114,11 @@ class TraceGrammar:
         table.flags.writeable = False
         return table
 
+    def mask_batch(self, states: TraceStates, rows: np.ndarray, last: np.ndarray) -> np.ndarray:
+        """``(len(rows), V)`` masks of ``states[rows]``; ``last``: each row is in its last segment."""
+        letters = states.letters[rows]
+        return self._table[mask_index(states.phase[rows], letters == 0, letters >= self.cap, last, states.done[rows])]
+
     def _build(self, phase: int, empty: bool, full: bool, last: bool, done: bool) -> np.ndarray:
         if done:
             return np.zeros(T.VOCAB_SIZE, dtype=bool)
@@ -97,16 +133,43 @@ class TraceGrammar:
             m[T.EOS_ID if last else T.STEP_ID] = True
         return m
 
-    def advance(self, state: TraceState, token: int) -> None:
-        """Move ``state`` past a grammatical ``token`` (the caller checked the mask)."""
+    def advance(self, state: TraceState, token: int) -> int:
+        """Move ``state`` past a grammatical ``token`` (the caller checked the mask); the event."""
         if state.phase == VALUE:
-            if token == T.STEP_ID:
+            if token == _STEP_ID:
                 state.segment += 1
                 state.letters = 0
                 state.phase = ROUTING if self.tagged else VALUE
-            elif token == T.EOS_ID:
+                return STEP_EVENT
+            if token == _EOS_ID:
                 state.done = True
-            else:
-                state.letters += 1
-        else:
-            state.phase += 1
+                return EOS_EVENT
+            state.letters += 1
+            return LETTER_EVENT
+        state.phase += 1
+        return COLON_EVENT if state.phase == VALUE else TAG_EVENT
+
+    def advance_batch(self, states: TraceStates, rows: np.ndarray, tokens: np.ndarray) -> np.ndarray:
+        """:meth:`advance` for ``states[rows]`` (distinct rows), each past its grammatical token; the events."""
+        phase = states.phase[rows]
+        in_value = phase == VALUE
+        events = np.where(
+            in_value,
+            np.where(tokens == T.STEP_ID, STEP_EVENT, np.where(tokens == T.EOS_ID, EOS_EVENT, LETTER_EVENT)),
+            np.where(phase == COLON, COLON_EVENT, TAG_EVENT),
+        )
+        states.phase[rows[~in_value]] += 1
+        nxt = rows[events == STEP_EVENT]
+        states.segment[nxt] += 1
+        states.letters[nxt] = 0
+        states.phase[nxt] = ROUTING if self.tagged else VALUE
+        states.letters[rows[events == LETTER_EVENT]] += 1
+        states.done[rows[events == EOS_EVENT]] = True
+        return events
+
+    def walk(self, tokens) -> TraceState:
+        """The state after the grammatical trace ``tokens`` (e.g. read back from an observation)."""
+        state = self.start()
+        for tok in tokens:
+            self.advance(state, int(tok))
+        return state

@@ -189,6 +189,7 @@ _SKILL_LIST = [
 
 #: Every skill, by name, in a fixed order (the order of the vocabulary).
 SKILLS: dict[str, Skill] = {s.name: s for s in _SKILL_LIST}
+_SKILL_FNS: dict[str, SkillFn] = {s.name: s.fn for s in _SKILL_LIST}
 
 
 @dataclass(frozen=True)
@@ -210,55 +211,58 @@ class Routing:
 
     def apply(self, skill: Skill, prev: str, x: str, y: str, alphabet: str) -> str:
         """``z_t = route(skill, memory)`` with memory ``(prev=z_{t-1}, x, y)``."""
-        def f(s: str) -> str:
-            return skill.fn(s, alphabet)
-
-        return _ROUTE_FNS[self.name](f, prev, x, y)
+        return _ROUTE_FNS[self.name](skill.fn, alphabet, prev, x, y)
 
 
-def _chain(f: Callable[[str], str], e: str, x: str, y: str) -> str:
-    return f(e)
+def apply_step(routing: str, skill: str, prev: str, x: str, y: str, alphabet: str) -> str:
+    """One cascade step by name: ``ROUTINGS[routing].apply(SKILLS[skill], …)`` without the lookups
+    of the objects (the samplers run millions of steps)."""
+    return _ROUTE_FNS[routing](_SKILL_FNS[skill], alphabet, prev, x, y)
 
 
-def _cat_x(f: Callable[[str], str], e: str, x: str, y: str) -> str:
-    return f(e + x)
+def _chain(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
+    return f(e, a)
 
 
-def _prefix_x(f: Callable[[str], str], e: str, x: str, y: str) -> str:
-    return x + f(e)
+def _cat_x(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
+    return f(e + x, a)
 
 
-def _zip_x(f: Callable[[str], str], e: str, x: str, y: str) -> str:
-    return f(interleave(e, x))
+def _prefix_x(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
+    return x + f(e, a)
 
 
-def _cat_y(f: Callable[[str], str], e: str, x: str, y: str) -> str:
-    return f(e + y)
+def _zip_x(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
+    return f(interleave(e, x), a)
 
 
-def _zip_y(f: Callable[[str], str], e: str, x: str, y: str) -> str:
-    return f(interleave(e, y))
+def _cat_y(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
+    return f(e + y, a)
 
 
-def _left(f: Callable[[str], str], e: str, x: str, y: str) -> str:
+def _zip_y(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
+    return f(interleave(e, y), a)
+
+
+def _left(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
     h = len(e) // 2
-    return f(e[:h]) + e[h:]
+    return f(e[:h], a) + e[h:]
 
 
-def _right(f: Callable[[str], str], e: str, x: str, y: str) -> str:
+def _right(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
     h = len(e) // 2
-    return e[:h] + f(e[h:])
+    return e[:h] + f(e[h:], a)
 
 
-def _if_even(f: Callable[[str], str], e: str, x: str, y: str) -> str:
-    return f(e) if len(e) % 2 == 0 else e
+def _if_even(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
+    return f(e, a) if len(e) % 2 == 0 else e
 
 
-def _keep(f: Callable[[str], str], e: str, x: str, y: str) -> str:
-    return e + f(e)
+def _keep(f: SkillFn, a: str, e: str, x: str, y: str) -> str:
+    return e + f(e, a)
 
 
-_ROUTE_FNS: dict[str, Callable[[Callable[[str], str], str, str, str], str]] = {
+_ROUTE_FNS: dict[str, Callable[[SkillFn, str, str, str, str], str]] = {
     "Chain": _chain,
     "CatX": _cat_x,
     "PrefixX": _prefix_x,

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+import numpy as np
+
 from composition_gym.modules import ROUTINGS, SKILLS
 from composition_gym.tokens import LETTERS
 
@@ -42,6 +44,15 @@ class Profile:
     def uses_y(self) -> bool:
         """Whether a second input ``Y`` is part of every prompt."""
         return any(ROUTINGS[r].reads_y for r in self.routings)
+
+    def draw_string(self, rng: np.random.Generator) -> str:
+        """One input string: a length from ``input_len``, then letters, from one generator call
+        (numpy's per-call overhead dwarfs the draws themselves)."""
+        lo, hi = self.input_len
+        alphabet = self.alphabet
+        u = rng.random(1 + hi).tolist()
+        n = lo + int(u[0] * (hi - lo + 1))
+        return "".join(alphabet[int(v * len(alphabet))] for v in u[1 : 1 + n])
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first impossible field."""

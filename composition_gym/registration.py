@@ -21,6 +21,7 @@ training sets (``share_atomic``), and add the depth-mixed training sets; ``-v0``
 from __future__ import annotations
 
 import difflib
+import warnings
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -130,7 +131,13 @@ def list_envs() -> list[dict]:
 
 
 def register_envs() -> None:
-    """Register every id with string entry points (idempotent)."""
+    """Register every id with string entry points (idempotent).
+
+    ``-v0`` ids stay supported (frozen for reproducibility), so Gymnasium's "out of date, consider
+    upgrading to v1" deprecation warning is silenced for this namespace only.
+    """
+    warnings.filterwarnings("ignore", message=rf".*The environment {NAMESPACE}/\S+ is out of date",
+                            category=DeprecationWarning)
     for row in list_envs():
         if row["id"] in gym.registry:
             continue

@@ -45,12 +45,12 @@ import hashlib
 import itertools
 import math
 from dataclasses import dataclass, field
-from functools import lru_cache
 
 import numpy as np
 
 from composition_gym.cascade import Cascade, Problem
-from composition_gym.modules import ROUTINGS, SKILLS
+from composition_gym.identifiability import WITNESS_PROBES, can_be_identifiable, removable_steps  # noqa: F401 (re-exported)
+from composition_gym.modules import apply_step
 from composition_gym.profiles import Profile
 
 HASH_BUCKETS = {"sft": (0.0, 0.5), "rl": (0.5, 0.75), "unseen": (0.75, 1.0)}
@@ -65,9 +65,7 @@ SPLITS: tuple[str, ...] = ("all",) + tuple(itertools.chain(*FAMILIES.values()))
 EXPOSURE_SPLITS = FAMILIES["pairs"] + FAMILIES["routing_skill"]
 ENUMERATION_LIMIT = 2_000_000  # cascades; above this a support is only ever sampled
 POOL_LIMIT = 50_000  # a support that rejection sampling cannot find is enumerated up to this size
-MAX_DEPTH = 32  # beyond this no profile fits: even the paper profile stops fitting near depth 10
-WITNESS_PROBES = 32  # fixed inputs on which a cascade must be identifiable at least once
-WITNESS_SEED = 9_151  # seeds the probe inputs (independent of split_seed: a property of the cascade)
+MAX_DEPTH = 32  # never sampled beyond; default profiles stop fitting max_result_len at depth 13 (small), 15 (paper)
 BASE, EXPOSED = "base", "exposed"  # the parts of a support (see Support.part)
 
 
@@ -93,75 +91,17 @@ def _held_out(pairs: list[tuple[str, str]], seed: int, tag: str) -> frozenset[tu
     return frozenset(chosen)
 
 
-def draw_string(profile: Profile, rng: np.random.Generator) -> str:
-    """One input string: a length from ``input_len``, then letters, from one generator call."""
-    lo, hi = profile.input_len
-    alphabet = profile.alphabet
-    u = rng.random(1 + hi).tolist()
-    n = lo + int(u[0] * (hi - lo + 1))
-    return "".join(alphabet[int(v * len(alphabet))] for v in u[1 : 1 + n])
-
-
 def fitting_values(cascade: Cascade, x: str, y: str, profile: Profile) -> tuple[str, ...] | None:
     """:meth:`Cascade.execute`, or ``None`` as soon as a result is empty or longer than
     ``max_result_len`` (stopping early keeps deep, overflowing draws cheap)."""
     cap, alphabet = profile.max_result_len, profile.alphabet
     values, prev = [], x
     for r, s in cascade.steps:
-        prev = ROUTINGS[r].apply(SKILLS[s], prev, x, y, alphabet)
+        prev = apply_step(r, s, prev, x, y, alphabet)
         if not 1 <= len(prev) <= cap:
             return None
         values.append(prev)
     return tuple(values)
-
-
-def removable_steps(cascade: Cascade, x: str, y: str, alphabet: str,
-                    values: tuple[str, ...] | list[str] | None = None, first_only: bool = False) -> list[int]:
-    """The 0-based steps ``t`` whose replacement by the identity leaves the answer unchanged.
-
-    Step ``t`` replaced by the identity passes ``z_{t-1}`` (``x`` for the first step) on; the later
-    steps run unchanged on the same inputs.  A problem is *identifiable* when this list is empty:
-    then the answer depends on every latent selection.
-    """
-    if values is None:
-        values = cascade.execute(x, y, alphabet)
-    steps, out = cascade.steps, []
-    for t in range(len(steps)):
-        prev = values[t - 1] if t else x
-        removable = prev == values[t]
-        # Once the ablated run meets the true one, the rest is identical: stop early.
-        for j in range(t + 1, len(steps)):
-            if removable:
-                break
-            r, s = steps[j]
-            prev = ROUTINGS[r].apply(SKILLS[s], prev, x, y, alphabet)
-            removable = prev == values[j]
-        if removable:
-            out.append(t)
-            if first_only:
-                break
-    return out
-
-
-@lru_cache(maxsize=16)
-def _probe_inputs(profile: Profile) -> tuple[tuple[str, str], ...]:
-    rng = np.random.default_rng(WITNESS_SEED)
-    return tuple((draw_string(profile, rng), draw_string(profile, rng) if profile.uses_y else "")
-                 for _ in range(WITNESS_PROBES))
-
-
-@lru_cache(maxsize=1 << 17)
-def can_be_identifiable(profile: Profile, cascade: Cascade) -> bool:
-    """Whether ``cascade`` is identifiable on one of :data:`WITNESS_PROBES` fixed inputs of ``profile``.
-
-    Cascades for which this is false (e.g. ``Sort`` after a permutation, or two ``Sort``) are
-    outside every ``identifiable`` support.  Results need not fit ``max_result_len`` here: this is a
-    property of the cascade alone.
-    """
-    for x, y in _probe_inputs(profile):
-        if not removable_steps(cascade, x, y, profile.alphabet, first_only=True):
-            return True
-    return False
 
 
 @dataclass(frozen=True)
@@ -196,8 +136,8 @@ class Support:
         if not self.depths or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in self.depths):
             raise ValueError(f"depths must be integers >= 1, got {self.depths!r}")
         if max(self.depths) > MAX_DEPTH:
-            raise ValueError(f"depth {max(self.depths)} exceeds MAX_DEPTH={MAX_DEPTH} (results could not "
-                             f"fit max_result_len={self.profile.max_result_len} anyway)")
+            raise ValueError(f"depth {max(self.depths)} exceeds MAX_DEPTH={MAX_DEPTH}, the deepest cascade "
+                             f"this package samples")
         if isinstance(self.split_seed, np.integer):
             object.__setattr__(self, "split_seed", int(self.split_seed))
         if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool):
@@ -306,8 +246,8 @@ class CascadeSampler:
 
     MAX_CASCADE_TRIES = 20_000
     MAX_INPUT_TRIES = 20
-    PROBE_DRAWS = 1_000
-    PROBE_HITS = 10
+    PROBE_DRAWS = 500
+    PROBE_HITS = 5
     MEMO_LIMIT = 1 << 16  # drawn (routing, skill) indices -> (cascade, part); cleared when full
 
     def __init__(self, support: Support):
@@ -323,19 +263,23 @@ class CascadeSampler:
         probe = np.random.default_rng(0)
         for target in self._targets:
             found = []
-            for d in live:
+            # Deepest first: an infeasible depth is refused before the cheap ones are probed.
+            for d in sorted(live, reverse=True):
                 hits, counts = self._probe(probe, d, target)
                 if hits >= self.PROBE_HITS:
                     found.append(d)
                 elif target != EXPOSED:
                     self._settle(probe, d, target, counts)
                     if self._pool is not None:
-                        found = list(live)
+                        found = [k for k in live if self._pool[target, k]]
+                        if weights is not None and target != EXPOSED and found != live:
+                            raise ValueError(f"split {support.split!r} has no cascade at depths "
+                                             f"{sorted(set(live) - set(found))}; give them depth weight 0")
                         break
             if not found:
                 raise ValueError(f"exposure={support.exposure} but split {support.split!r} at depths {list(depths)} "
                                  f"has no exposable held-out cascade (profile {self.profile.name!r})")
-            self._depth_tables[target] = self._table(found)
+            self._depth_tables[target] = self._table(sorted(found))
 
     # ----------------------------------------------------------------- construction
     def _table(self, found: list[int]) -> tuple[tuple[int, ...], list[float] | None]:
@@ -386,20 +330,35 @@ class CascadeSampler:
             raise ValueError(f"{where} appears empty: {counts['in_split']} of {counts['draws']} sampled cascades "
                              f"are in it (need {self.PROBE_HITS}); too sparse to sample")
         if counts["fit"] < self.PROBE_HITS:
-            best = self._deepest_fitting(rng, depth, target)
-            raise ValueError(f"depth {depth} is too deep for max_result_len={p.max_result_len} ({where}): "
-                             f"{counts['fit']} of {counts['draws']} sampled cascades had inputs whose every result "
-                             f"fits (need {self.PROBE_HITS}); the deepest depth that fits is {best}")
-        raise ValueError(f"identifiable=True leaves too few problems in {where}: every sampled problem "
-                         f"with fitting results has a removable step")
+            best = self._deepest_fitting(rng, depth)
+            raise ValueError(f"depth {depth} is too deep for max_result_len={p.max_result_len} ({where}): only "
+                             f"{counts['fit']} of {counts['in_split']} sampled cascades had inputs whose every "
+                             f"result fits (need {self.PROBE_HITS}); the deepest depth that fits is {best}")
+        raise ValueError(f"identifiable=True leaves too few problems in {where}: almost every sampled problem "
+                         f"whose results fit has a removable step; lower the depth")
 
-    def _deepest_fitting(self, rng: np.random.Generator, depth: int, target: str | None) -> int:
-        best = 0
-        for d in range(1, depth):
-            if self._probe(rng, d, target)[1]["fit"] < self.PROBE_HITS:
-                break
-            best = d
-        return best
+    def _deepest_fitting(self, rng: np.random.Generator, depth: int) -> int:
+        """The deepest depth below ``depth`` at which uniformly drawn cascades of the profile (any
+        split) have inputs whose every result fits, :data:`PROBE_HITS` times in :data:`PROBE_DRAWS`
+        (a bisection: fitting only gets rarer with depth, up to sampling noise)."""
+        p = self.profile
+        steps = list(itertools.product(p.routings, p.skills))
+
+        def fits(d: int) -> bool:
+            hits = 0
+            for _ in range(self.PROBE_DRAWS):
+                cascade = Cascade(tuple(steps[i] for i in rng.integers(len(steps), size=d)))
+                x, y = p.draw_string(rng), p.draw_string(rng) if p.uses_y else ""
+                hits += fitting_values(cascade, x, y, p) is not None
+                if hits >= self.PROBE_HITS:
+                    return True
+            return False
+
+        lo, hi = 0, depth  # invariant: lo fits (0 trivially), hi does not
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+        return lo
 
     # ----------------------------------------------------------------- sampling
     def _attempt(self, rng: np.random.Generator, target: str | None, depth: int | None = None) -> Cascade | None:
@@ -436,8 +395,8 @@ class CascadeSampler:
         p, identifiable = self.profile, self.support.identifiable
         fitted = False
         for _ in range(self.MAX_INPUT_TRIES):
-            x = draw_string(p, rng)
-            y = draw_string(p, rng) if p.uses_y else ""
+            x = p.draw_string(rng)
+            y = p.draw_string(rng) if p.uses_y else ""
             values = fitting_values(cascade, x, y, p)
             if values is None:
                 continue

@@ -1,17 +1,24 @@
 """The native vector form of :class:`~composition_gym.env.CompositionEnv`: N episodes in numpy arrays.
 
+It is the project's batch engine (evaluation, behaviour-cloning data, group-relative RL sampling).
 ``gym.make_vec(id, num_envs=N)`` builds it through the ids' ``vector_entry_point``.  A step writes
-all N tokens, advances all N grammar states, looks all N masks up in one table and compares all
-closed segments with their references in a few array operations; only what is per episode by
-nature (sampling a problem, the final ``diagnosis`` and ``trace`` text) runs per sub-environment.
+all N tokens, advances all N grammar states (:meth:`TraceGrammar.advance_batch`), looks all N
+masks up in one table and compares all closed segments with their references in a few array
+operations.  It restates no rule: problems and their references come from
+:class:`~composition_gym.cascade.Problem`, rewards and the final verdict from the single env's
+:class:`~composition_gym.cascade.Scorer` (called per ended episode), the oracle from
+:func:`composition_gym.expert.next_token`.
 
 Episodes are those of ``SyncVectorEnv`` over the single environment, for the same seeds and
 actions: same observations, rewards, terminations, truncations and infos (sub-environment ``i``
-of ``reset(seed=s)`` is seeded with ``s + i``; problems come from the same sampler and draws).  ``tests/composition_gym/test_vector.py`` checks this.
+of ``reset(seed=s)`` is seeded with ``s + i``; problems come from the same sampler and draws),
+except the ``action_mask`` of a row that just ended under ``NEXT_STEP`` (see the class
+docstring).  ``tests/composition_gym/test_vector.py`` checks this.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -20,9 +27,10 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from composition_gym import tokens as T
-from composition_gym.cascade import Problem
-from composition_gym.env import CompositionEnv, encode_prompt, expected_segments
-from composition_gym.grammar import COLON, ROUTING, SKILL, VALUE, mask_index
+from composition_gym.cascade import Problem, Scorer, Segment
+from composition_gym.env import CompositionEnv, final_info, reset_info
+from composition_gym.expert import next_token
+from composition_gym.grammar import EOS_EVENT, LETTER_EVENT, STEP_EVENT, TAG_EVENT, VALUE, TraceStates
 
 
 class CompositionVectorEnv(VectorEnv):
@@ -48,13 +56,28 @@ class CompositionVectorEnv(VectorEnv):
     is reset following ``autoreset_mode`` (``metadata["autoreset_mode"]``): on the next step
     (``NEXT_STEP``, the default; that step's action is ignored and its reward is 0), within the
     same step (``SAME_STEP``: ``info["final_obs"]``/``info["final_info"]`` hold the ended
-    episode) or only by ``reset(options={"reset_mask": mask})`` (``DISABLED``).
+    episode) or only by ``reset(options={"reset_mask": mask})`` (``DISABLED``; stepping an ended
+    row raises until then).
+
+    Under ``NEXT_STEP`` the ``action_mask`` of a row whose episode just ended is the mask of a
+    trace's first token, never empty, so a policy can sample every row (the sampled token is
+    ignored).  The single environment's final mask is that of its last state instead (empty after
+    ``<eos>``); this is the one way the infos differ from ``SyncVectorEnv``'s.
+    :meth:`expert_actions` gives ``<pad>`` for such rows.
 
     ## Info
 
     Batched like Gymnasium's ``SyncVectorEnv``: every key of the single environment's ``info``
     becomes an array over sub-environments with a boolean ``"_key"`` array saying which hold it.
-    ``info["action_mask"]`` is ``(num_envs, V)``.
+    ``info["action_mask"]`` is ``(num_envs, V)``.  Rows that ended hold the final keys
+    (``is_success``, ``all_steps_correct``, ``malformed``, ``diagnosis``, ``trace``, …).
+
+    ## Methods
+
+    ``action_masks()``, ``expert_actions()``, ``problems`` (each row's hidden problem), and
+    ``call`` / ``get_attr`` / ``set_attr`` as in ``SyncVectorEnv`` (per-episode names
+    ``action_masks``, ``expert_action``, ``problem``, ``render``; shared settings such as
+    ``max_len``; ``set_attr`` for ``process_reward`` / ``format_penalty``, equal for all rows).
 
     ## Arguments
 
@@ -66,12 +89,17 @@ class CompositionVectorEnv(VectorEnv):
     ``env_kwargs`` are :class:`~composition_gym.env.CompositionEnv`'s (``profile``, ``depth``,
     ``split``, ``trace_format``, ``process_reward``, ``format_penalty``, ``max_len``, …).
 
+    ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns one frame per row) or ``"human"``
+    (frames printed at every reset and step).
+
     ## Version History
 
-    * v0: initial release.
+    * v0: initial release.  Later additions leave v0 episodes unchanged: ``all_steps_correct``,
+      non-empty masks for just-ended rows under ``NEXT_STEP``, ``call`` / ``get_attr`` /
+      ``set_attr``, ``render_mode="human"``.
     """
 
-    metadata = {"render_modes": ["ansi"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["ansi", "human"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
         self,
@@ -91,7 +119,7 @@ class CompositionVectorEnv(VectorEnv):
         except ValueError:
             raise ValueError(f"unknown autoreset_mode {autoreset_mode!r}; choose from "
                              f"{[m.value for m in AutoresetMode]}") from None
-        # One single environment validates the kwargs and lends its sampler, grammar and spaces.
+        # One single environment validates the kwargs and lends its sampler, grammar, scorer and spaces.
         self._template = env = CompositionEnv(render_mode=render_mode, **env_kwargs)
         self.num_envs = n = int(num_envs)
         self.autoreset_mode = autoreset_mode
@@ -102,44 +130,92 @@ class CompositionVectorEnv(VectorEnv):
         self.observation_space = batch_space(env.observation_space, n)
         self.action_space = batch_space(env.action_space, n)
 
-        self.profile, self.trace_format = env.profile, env.trace_format
-        self.max_len, self.process_reward, self.format_penalty = env.max_len, env.process_reward, env.format_penalty
+        self.profile, self.max_len, self.grammar = env.profile, env.max_len, env.grammar
         self._sampler, self._uses_y = env.sampler, env.profile.uses_y
-        self._tagged, self._answer_only = env.grammar.tagged, env.grammar.answer_only
-        self._start_phase = ROUTING if self._tagged else VALUE
         self._cap = cap = env.profile.max_result_len
-        self._segments = s = 1 if self._answer_only else max(env.support.depths)
-        self._table = env.grammar.mask_table()
+        self._segments = s = 1 if self.grammar.answer_only else max(env.support.depths)
 
-        # Per sub-environment: the episode's problem, its generator and draw stream.
+        # Per sub-environment: the episode's problem, its reference segments, generator and prompt text.
         self._problems: list[Problem | None] = [None] * n
+        self._expected: list[list[Segment]] = [[] for _ in range(n)]
         self._generators: list[np.random.Generator | None] = [None] * n
         self._prompt_text: list[str] = [""] * n
-        # The token sequence and the grammar state (TraceState, as arrays).
+        # The token sequence and the grammar state of every trace.
         self._obs = np.zeros((n, self.max_len), dtype=np.int64)
         self._pos = np.zeros(n, dtype=np.int64)
         self._trace_start = np.zeros(n, dtype=np.int64)
-        self._segment = np.zeros(n, dtype=np.int64)
-        self._phase = np.zeros(n, dtype=np.int64)
-        self._letters = np.zeros(n, dtype=np.int64)
-        self._eos = np.zeros(n, dtype=bool)
+        self._states = TraceStates.empty(n)
         self._n_segments = np.ones(n, dtype=np.int64)
         self._mask = np.zeros((n, T.VOCAB_SIZE), dtype=bool)
-        # The reference segments (letters padded with <pad>) and what has been written so far.
+        # The reference letters per segment (padded with <pad>), the open segment, the closed ones.
         self._exp = np.zeros((n, s, cap), dtype=np.int64)
         self._exp_len = np.zeros((n, s), dtype=np.int64)
-        self._exp_tags = np.zeros((n, s, 2), dtype=np.int64)
         self._cur = np.zeros((n, cap), dtype=np.int64)
         self._cur_tags = np.zeros((n, 2), dtype=np.int64)
         self._written = np.zeros(n, dtype=np.int64)
         self._wr = np.zeros((n, s, cap), dtype=np.int64)
         self._wr_len = np.zeros((n, s), dtype=np.int64)
-        self._wr_ok = np.zeros((n, s), dtype=bool)
-        self._wr_tags_ok = np.zeros((n, s), dtype=bool)
+        self._wr_tags = np.zeros((n, s, 2), dtype=np.int64)
         self._malformed = np.zeros(n, dtype=bool)
         self._ended = np.zeros(n, dtype=bool)  # the episode is over; awaits (auto)reset
         self._started = False
-        self._rows = np.arange(n)
+
+    @property
+    def scorer(self) -> Scorer:
+        """The :class:`~composition_gym.cascade.Scorer` of every sub-environment (the single env's)."""
+        return self._template.scorer
+
+    @property
+    def trace_format(self) -> str:
+        """The trace format of every sub-environment (reward settings: ``get_attr`` or :attr:`scorer`)."""
+        return self.scorer.trace_format
+
+    # ------------------------------------------------------------------ SyncVectorEnv-style access
+    _SETTABLE = ("process_reward", "format_penalty")
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:
+        """What ``SyncVectorEnv.call(name, …)`` returns: one result per sub-environment.
+
+        The sub-environments are rows of arrays, not objects, so ``name`` is one of the per-episode
+        methods and attributes ``action_masks``, ``expert_action``, ``problem``, ``render``, or a
+        setting shared by all (any non-callable attribute of the single env: ``max_len``,
+        ``trace_format``, ``profile``, ``support``, ``spec``, …).
+        """
+        per_row = {
+            "action_masks": lambda: tuple(self.action_masks()),
+            "expert_action": lambda: tuple(self.expert_actions().tolist()),
+            "problem": lambda: tuple(self._problems),
+            "render": lambda: self.render() if self.render_mode == "ansi" else (None,) * self.num_envs,
+        }
+        if name in per_row:
+            if args or kwargs:
+                raise TypeError(f"call({name!r}) takes no arguments")
+            return per_row[name]()
+        value = getattr(self._template, name)
+        if callable(value):
+            raise AttributeError(f"call({name!r}) is not supported by the native vector env; per sub-environment "
+                                 f"it offers {sorted(per_row)} and the non-callable settings of the single env")
+        return (value,) * self.num_envs
+
+    def get_attr(self, name: str) -> tuple[Any, ...]:
+        """``SyncVectorEnv.get_attr``: the attribute per sub-environment (see :meth:`call`)."""
+        return self.call(name)
+
+    def set_attr(self, name: str, values: Any) -> None:
+        """``SyncVectorEnv.set_attr`` for the reward settings shared by every row (one scorer).
+
+        ``name`` is ``"process_reward"`` or ``"format_penalty"``; ``values`` is one value or one per
+        sub-environment, all equal.
+        """
+        if name not in self._SETTABLE:
+            raise AttributeError(f"set_attr({name!r}) is not supported; settable: {list(self._SETTABLE)}")
+        if not isinstance(values, (list, tuple)):
+            values = [values] * self.num_envs
+        if len(values) != self.num_envs:
+            raise ValueError(f"set_attr needs one value or {self.num_envs} values, got {len(values)}")
+        if any(v != values[0] for v in values):
+            raise ValueError(f"set_attr({name!r}) needs equal values: every sub-environment shares one scorer")
+        setattr(self._template, name, values[0])
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | list[int | None] | None = None, options: dict[str, Any] | None = None):
@@ -150,7 +226,9 @@ class CompositionVectorEnv(VectorEnv):
                 sub-environment.
             options: ``"reset_mask"``: bool array ``(num_envs,)``, which to reset;
                 ``"problem"``: a :class:`~composition_gym.cascade.Problem` every reset
-                sub-environment plays (drawn problems are still drawn, as in the single env).
+                sub-environment plays, or a list of them, one per reset sub-environment (e.g. a
+                group of rows per problem for group-relative RL); drawn problems are still drawn,
+                as in the single env, so the seeds' streams stay aligned.
         """
         n = self.num_envs
         if seed is None:
@@ -162,7 +240,7 @@ class CompositionVectorEnv(VectorEnv):
         else:
             raise ValueError(f"seed must be None, an int or a list of {n} seeds, got {seed!r}")
         options = dict(options or {})
-        rows = self._rows
+        rows = np.arange(n)
         if "reset_mask" in options:
             mask = options.pop("reset_mask")
             if not isinstance(mask, np.ndarray) or mask.dtype != np.bool_ or mask.shape != (n,):
@@ -173,66 +251,66 @@ class CompositionVectorEnv(VectorEnv):
                 raise RuntimeError("the first reset() must reset every sub-environment")
             rows = np.flatnonzero(mask)
         problem = options.pop("problem", None)
-        if problem is not None and not isinstance(problem, Problem):
-            raise TypeError(f"options['problem'] must be a Problem, got {type(problem).__name__}")
+        problems = [problem] * rows.size if problem is None or isinstance(problem, Problem) else list(problem)
+        if len(problems) != rows.size:
+            raise ValueError(f"options['problem'] lists {len(problems)} problems for {rows.size} reset "
+                             "sub-environments")
+        if not all(p is None or isinstance(p, Problem) for p in problems):
+            raise TypeError(f"options['problem'] must be a Problem or a list of them, got {problem!r:.80}")
         if options:
             raise ValueError(f"unknown reset option(s) {sorted(options)}; known: ['problem', 'reset_mask']")
-        self._start_rows(rows, [seeds[i] for i in rows], problem)
+        self._start_rows(rows, [seeds[i] for i in rows], problems)
         self._started = True
         infos: dict[str, Any] = {}
-        self._add_rows(infos, "action_mask", rows, self._mask[rows])
-        self._add_reset_info(infos, rows)
+        self._add_rows(infos, rows, self._reset_infos(rows))
+        if self.render_mode == "human":
+            self.render()
         return self._obs.copy(), infos
 
-    def _start_rows(self, rows: np.ndarray, seeds: list[int | None], problem: Problem | None = None) -> None:
+    def _start_rows(self, rows: np.ndarray, seeds: list[int | None],
+                    problems: list[Problem | None] | None = None) -> None:
         """Draw a problem for each row (as ``CompositionEnv.reset`` does) and start its episode."""
         s, width = self._segments, self.max_len
         # Ragged per-row data goes into flat lists, then into the arrays in a few scatters.
         prompt_ids: list[int] = []
-        prompt_len, seg_len, n_segments, letters_flat, tags_flat = [], [], [], [], []
-        for i, seed in zip(rows.tolist(), seeds):
+        prompt_len, seg_len, n_segments, letters_flat = [], [], [], []
+        for i, seed, given in zip(rows.tolist(), seeds, problems or [None] * rows.size):
             if seed is not None or self._generators[i] is None:
                 self._generators[i], _ = seeding.np_random(seed)
             p = self._sampler.sample(self._generators[i])
-            if problem is not None:
-                p = problem
-            ids, self._prompt_text[i] = encode_prompt(p, self._uses_y)
+            if given is not None:
+                p = given
+            ids, self._prompt_text[i] = p.encode_prompt(self._uses_y)
             if len(ids) + 2 > width:
                 raise ValueError(f"max_len={width} is too short for a prompt of {len(ids)} tokens")
-            expected = expected_segments(p, self.trace_format)
+            expected = p.expected_segments(self.trace_format)
             if len(expected) > s:
                 raise ValueError(f"problem of depth {p.cascade.depth} exceeds this vector env's depth {s}")
-            self._problems[i] = p
+            self._problems[i], self._expected[i] = p, expected
             prompt_ids += ids
             prompt_len.append(len(ids))
             n_segments.append(len(expected))
-            for tag, letters in expected:
-                tags_flat += tag
+            for _, letters in expected:
                 letters_flat += letters
                 seg_len.append(len(letters))
         self._obs[rows] = T.PAD_ID
         self._obs[np.repeat(rows, prompt_len), _ragged_index(prompt_len)] = prompt_ids
         seg_rows, seg_k = np.repeat(rows, n_segments), _ragged_index(n_segments)
-        for arr in (self._exp, self._exp_len, self._exp_tags):
-            arr[rows] = 0
+        self._exp[rows] = 0
+        self._exp_len[rows] = 0
         self._exp_len[seg_rows, seg_k] = seg_len
-        self._exp_tags[seg_rows, seg_k] = np.asarray(tags_flat, dtype=np.int64).reshape(-1, 2)
         self._exp[np.repeat(seg_rows, seg_len), np.repeat(seg_k, seg_len), _ragged_index(seg_len)] = letters_flat
         self._pos[rows] = self._trace_start[rows] = prompt_len
         self._n_segments[rows] = n_segments
-        for arr in (self._segment, self._letters, self._written, self._cur, self._cur_tags,
-                    self._wr, self._wr_len):
+        for arr in (self._written, self._cur, self._cur_tags, self._wr, self._wr_len, self._wr_tags):
             arr[rows] = 0
-        for arr in (self._eos, self._wr_ok, self._wr_tags_ok, self._malformed, self._ended):
-            arr[rows] = False
-        self._phase[rows] = self._start_phase
+        self._malformed[rows] = self._ended[rows] = False
+        self.grammar.start_batch(self._states, rows)
         self._update_masks(rows)
 
     def _update_masks(self, rows: np.ndarray) -> None:
-        letters = self._letters[rows]
-        last = self._segment[rows] == self._n_segments[rows] - 1
-        self._mask[rows] = self._table[mask_index(self._phase[rows], letters == 0, letters >= self._cap, last,
-                                                  self._eos[rows])]
+        last = self._states.segment[rows] == self._n_segments[rows] - 1
+        self._mask[rows] = self.grammar.mask_batch(self._states, rows, last)
 
     # ------------------------------------------------------------------ step
     def step(self, actions):
@@ -251,28 +329,41 @@ class CompositionVectorEnv(VectorEnv):
             raise RuntimeError(f"sub-environment(s) {np.flatnonzero(self._ended).tolist()} ended: with "
                                "autoreset_mode DISABLED, reset them with reset(options={'reset_mask': ...}) first")
         stepping = np.flatnonzero(~resetting)
+        final: list[dict[str, Any]] = []
         if stepping.size:
-            rewards[stepping], terminated[stepping], truncated[stepping] = self._advance(stepping, actions[stepping])
-        ended = np.flatnonzero(terminated | truncated)
+            correct, malformed, term, trunc = self._advance(stepping, actions[stepping])
+            terminated[stepping], truncated[stepping] = term, trunc
+            ended = stepping[term | trunc]
+            final = self._final_infos(ended)
+            success = np.zeros(n, dtype=bool)
+            success[ended] = [f["is_success"] for f in final]
+            rewards[stepping] = self.scorer.step_reward(correct, malformed, success[stepping])
+        else:
+            ended = stepping
         self._ended[ended] = True
 
         if mode == AutoresetMode.SAME_STEP and ended.size:
-            final: dict[str, Any] = {}
-            self._add_rows(final, "action_mask", ended, self._mask[ended])
-            self._add_final_info(final, ended)
-            self._add_rows(infos, "final_obs", ended, list(self._obs[ended].copy()), objects=True)
-            infos["final_info"] = final
+            final_infos: dict[str, Any] = {}
+            self._add_rows(final_infos, ended, final)
+            self._add_rows(infos, ended, [{"final_obs": obs} for obs in self._obs[ended].copy()])
+            infos["final_info"] = final_infos
             infos["_final_info"] = infos["_final_obs"].copy()
             self._start_rows(ended, [None] * ended.size)
-            self._add_reset_info(infos, ended)
+            self._add_rows(infos, ended, self._reset_infos(ended))
         elif ended.size:
-            self._add_final_info(infos, ended)
+            self._add_rows(infos, ended, final)
+            if mode == AutoresetMode.NEXT_STEP:
+                # Their next action is ignored (they are reset then), but a sampler still needs a
+                # non-empty mask: give them the mask of a trace's first token.
+                self._mask[ended] = self.grammar.start_mask()
         if resetting.any():
             rows = np.flatnonzero(resetting)
             self._start_rows(rows, [None] * rows.size)
-            self._add_reset_info(infos, rows)
+            self._add_rows(infos, rows, self._reset_infos(rows))
         infos["action_mask"] = self._mask.copy()
         infos["_action_mask"] = np.ones(n, dtype=bool)
+        if self.render_mode == "human":
+            self.render()
         return self._obs.copy(), rewards, terminated, truncated, infos
 
     def _check_actions(self, actions) -> np.ndarray:
@@ -289,137 +380,96 @@ class CompositionVectorEnv(VectorEnv):
             raise ValueError(f"action {int(arr[i])} of sub-environment {i} is outside Discrete({T.VOCAB_SIZE})")
         return arr.astype(np.int64, copy=False)
 
-    def _advance(self, idx: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One token for the rows ``idx``: the batched ``CompositionEnv.step``."""
+    def _advance(self, idx: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, ...]:
+        """One token for the rows ``idx``: the batched ``CompositionEnv.step`` bookkeeping.
+
+        Returns, per row: closed an intermediate segment equal to its reference, malformed now,
+        terminated, truncated (the scorer turns these into rewards).
+        """
         pos = self._pos[idx]
         self._obs[idx, pos] = a
         pos += 1
         self._pos[idx] = pos
         valid = self._mask[idx, a]
-        phase = self._phase[idx]
-        reward = np.zeros(idx.size, dtype=np.float64)
-        in_value = valid & (phase == VALUE)
-        closing = in_value & ((a == T.STEP_ID) | (a == T.EOS_ID))
-        letter = in_value & ~closing
+        rows, tok = idx[valid], a[valid]
+        letters_before = self._states.letters[rows]
+        events = self.grammar.advance_batch(self._states, rows, tok)
 
-        tag = valid & ((phase == ROUTING) | (phase == SKILL))
-        if tag.any():
-            self._cur_tags[idx[tag], phase[tag]] = a[tag]
-        tagging = valid & (phase != VALUE)  # routing -> skill -> colon -> value
-        self._phase[idx[tagging]] += 1
-        if letter.any():
-            rows = idx[letter]
-            self._cur[rows, self._letters[rows]] = a[letter]
-            self._letters[rows] += 1
+        tag = events == TAG_EVENT  # the routing (slot 0) or skill (slot 1); the phase moved past it
+        self._cur_tags[rows[tag], self._states.phase[rows[tag]] - 1] = tok[tag]
+        letter = events == LETTER_EVENT
+        self._cur[rows[letter], letters_before[letter]] = tok[letter]
 
-        eos = closing & (a == T.EOS_ID)
-        success = np.zeros(idx.size, dtype=bool)
+        correct = np.zeros(idx.size, dtype=bool)
+        closing = events >= STEP_EVENT
         if closing.any():
-            rows, tok = idx[closing], a[closing]
-            k = self._written[rows]
-            n_letters = self._letters[rows]
-            correct = (n_letters == self._exp_len[rows, k]) & (self._cur[rows] == self._exp[rows, k]).all(axis=1)
-            self._wr[rows, k] = self._cur[rows]
-            self._wr_len[rows, k] = n_letters
-            self._wr_ok[rows, k] = correct
-            if self._tagged:
-                self._wr_tags_ok[rows, k] = (self._cur_tags[rows] == self._exp_tags[rows, k]).all(axis=1)
-            self._written[rows] = k + 1
-            reward[closing] += self.process_reward * (correct & (k < self._n_segments[rows] - 1))
-            self._cur[rows] = T.PAD_ID
-            self._cur_tags[rows] = 0
-            nxt = rows[tok == T.STEP_ID]
-            self._segment[nxt] += 1
-            self._letters[nxt] = 0
-            self._phase[nxt] = self._start_phase
-            self._eos[idx[eos]] = True
-            # <eos> is only grammatical in the last segment, so the closed one is the answer.
-            success[closing] = correct & (tok == T.EOS_ID)
+            closed, n_letters = rows[closing], letters_before[closing]
+            k = self._written[closed]
+            same = (n_letters == self._exp_len[closed, k]) & (self._cur[closed] == self._exp[closed, k]).all(axis=1)
+            self._wr[closed, k] = self._cur[closed]
+            self._wr_len[closed, k] = n_letters
+            self._wr_tags[closed, k] = self._cur_tags[closed]
+            self._written[closed] = k + 1
+            self._cur[closed] = T.PAD_ID
+            self._cur_tags[closed] = 0
+            correct[np.flatnonzero(valid)[closing]] = same & (k < self._n_segments[closed] - 1)
 
-        bad = ~valid
-        terminated = bad | eos
+        terminated = ~valid
+        terminated[np.flatnonzero(valid)[events == EOS_EVENT]] = True
         truncated = ~terminated & (pos >= self.max_len)
-        malformed = bad | truncated
+        malformed = ~valid | truncated
         self._malformed[idx[malformed]] = True
-        reward -= self.format_penalty * bad
-        reward -= self.format_penalty * truncated
-        reward += success
         self._update_masks(idx)
-        return reward, terminated, truncated
+        return correct, malformed, terminated, truncated
 
     # ------------------------------------------------------------------ info
-    def _add_rows(self, infos: dict[str, Any], key: str, rows: np.ndarray, values, objects: bool = False) -> None:
-        """Set ``infos[key][rows]`` and ``infos["_" + key][rows]`` the way ``VectorEnv._add_info`` batches."""
+    def _add_rows(self, infos: dict[str, Any], rows: np.ndarray, values: list[dict[str, Any]]) -> None:
+        """Batch one info dict per row into ``infos`` exactly as ``VectorEnv._add_info`` does, key by key."""
         n = self.num_envs
-        if key not in infos:
-            if objects:
-                infos[key] = np.full(n, None, dtype=object)
-            else:
-                values = np.asarray(values)
-                infos[key] = np.zeros((n, *values.shape[1:]), dtype=values.dtype)
-            infos["_" + key] = np.zeros(n, dtype=bool)
-        if objects:
+        rows = rows.tolist()
+        for key in values[0] if values else ():
+            column = [v[key] for v in values]
+            if key not in infos:
+                first = column[0]
+                if isinstance(first, np.ndarray) and key != "final_obs":
+                    infos[key] = np.zeros((n, *first.shape), dtype=first.dtype)
+                elif type(first) in (int, float, bool) or isinstance(first, np.number):
+                    infos[key] = np.zeros(n, dtype=type(first))
+                else:  # final_obs too: Gymnasium keeps it as an object array of observations
+                    infos[key] = np.full(n, None, dtype=object)
+                infos["_" + key] = np.zeros(n, dtype=bool)
             array = infos[key]
-            for i, v in zip(rows.tolist(), values):
-                array[i] = v
-        else:
-            infos[key][rows] = values
-        infos["_" + key][rows] = True
+            if array.dtype == object:
+                for i, v in zip(rows, column):
+                    array[i] = v
+            else:
+                array[rows] = column
+            infos["_" + key][rows] = True
 
-    def _add_reset_info(self, infos: dict[str, Any], rows: np.ndarray) -> None:
-        problems = [self._problems[i] for i in rows.tolist()]
-        self._add_rows(infos, "cascade", rows, [p.cascade for p in problems], objects=True)
-        self._add_rows(infos, "prompt", rows, [self._prompt_text[i] for i in rows.tolist()], objects=True)
-        self._add_rows(infos, "answer", rows, [p.answer for p in problems], objects=True)
+    def _reset_infos(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        return [{"action_mask": self._mask[i], **reset_info(self._problems[i], self._prompt_text[i])}
+                for i in rows.tolist()]
 
-    def _add_final_info(self, infos: dict[str, Any], rows: np.ndarray) -> None:
-        self._add_reset_info(infos, rows)
-        written = self._written[rows]
-        success = ~self._malformed[rows] & (written == self._n_segments[rows])
-        last = np.maximum(written - 1, 0)
-        success &= self._wr_ok[rows, last]
-        self._add_rows(infos, "is_success", rows, success)
-        self._add_rows(infos, "malformed", rows, self._malformed[rows].copy())
-        diagnoses, traces = [], []
-        wr, wr_len = self._wr[rows].tolist(), self._wr_len[rows].tolist()
-        wr_ok, tags_ok = self._wr_ok[rows].tolist(), self._wr_tags_ok[rows].tolist()
-        for j, i in enumerate(rows.tolist()):
-            diagnoses.append(self._diagnosis(i, int(written[j]), wr[j], wr_len[j], wr_ok[j], tags_ok[j]))
-            traces.append(self._trace_text(i))
-        self._add_rows(infos, "diagnosis", rows, diagnoses, objects=True)
-        self._add_rows(infos, "trace", rows, traces, objects=True)
+    def _final_infos(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        """The single environment's final info of each row, from the shared scorer."""
+        out = []
+        for i in rows.tolist():
+            k = int(self._written[i])
+            written = [(tuple(self._wr_tags[i, j].tolist()) if self.grammar.tagged else (),
+                        tuple(self._wr[i, j, : self._wr_len[i, j]].tolist())) for j in range(k)]
+            score = self.scorer.score(self._problems[i], written, bool(self._malformed[i]))
+            out.append({"action_mask": self._mask[i].copy(),
+                        **final_info(self._problems[i], self._prompt_text[i], score, self._trace_text(i))})
+        return out
 
     def _trace_text(self, i: int) -> str:
         """``T.decode`` of sub-environment ``i``'s trace so far."""
         ids = self._obs[i, self._trace_start[i] : self._pos[i]].tolist()
-        if self._tagged:
+        if self.grammar.tagged:
             return T.decode(ids)
         # Without tags a word can only be the last token (an ungrammatical one), so no word is ever
         # followed by a letter and decode's spacing never applies: plain concatenation is exact.
         return "".join(map(_TEXT.__getitem__, ids))
-
-    def _diagnosis(self, i: int, written: int, wr, wr_len, wr_ok, tags_ok) -> list[dict[str, Any]]:
-        """``info["diagnosis"]`` of sub-environment ``i``, exactly as the single environment words it."""
-        p = self._problems[i]
-        steps = list(zip(p.cascade.steps, p.values))
-        depth = len(steps)
-        if self._answer_only:
-            steps = steps[-1:]
-        out = []
-        for k, ((r, s), z) in enumerate(steps):
-            got = k < written
-            item = {
-                "step": depth if self._answer_only else k + 1,
-                "routing": r,
-                "skill": s,
-                "expected": z,
-                "generated": "".join(map(_TEXT.__getitem__, wr[k][: wr_len[k]])) if got else None,
-                "correct": got and wr_ok[k],
-            }
-            if self._tagged:
-                item["tags_correct"] = got and tags_ok[k]
-            out.append(item)
-        return out
 
     # ------------------------------------------------------------------ helpers
     def action_masks(self) -> np.ndarray:
@@ -427,28 +477,25 @@ class CompositionVectorEnv(VectorEnv):
         return self._mask.copy()
 
     def expert_actions(self) -> np.ndarray:
-        """The oracle's next token per sub-environment, as ``CompositionEnv.expert_action``.
+        """The oracle's next token per sub-environment (:func:`composition_gym.expert.next_token`).
 
         Sub-environments whose episode has ended (awaiting autoreset) get ``<pad>`` (0): under
         ``NEXT_STEP`` their action is ignored.
         """
         if not self._started:
             raise RuntimeError("expert_actions() called before reset()")
-        rows = self._rows
-        seg = np.minimum(self._segment, self._segments - 1)
-        n = self._letters
-        exp = self._exp[rows, seg]
-        exp_len = self._exp_len[rows, seg]
-        within = np.arange(self._cap)[None, :] < n[:, None]
-        on_path = (n < exp_len) & ((self._cur == exp) | ~within).all(axis=1)
-        next_letter = exp[rows, np.minimum(n, self._cap - 1)]
-        close = np.where(seg == self._n_segments - 1, T.EOS_ID, T.STEP_ID)
-        out = np.where(on_path, next_letter, close)
-        tags = self._exp_tags[rows, seg]
-        out = np.where(self._phase == ROUTING, tags[:, 0], out)
-        out = np.where(self._phase == SKILL, tags[:, 1], out)
-        out = np.where(self._phase == COLON, T.TAG_ID, out)
-        return np.where(self._ended | self._eos, T.PAD_ID, out).astype(np.int64)
+        st = self._states
+        out = np.zeros(self.num_envs, dtype=np.int64)  # <pad>
+        live = np.flatnonzero(~(self._ended | st.done))
+        expected = self._expected
+        out[live] = [
+            next_token(phase, segment == len(expected[i]) - 1, cur[:letters] if phase == VALUE else (),
+                       expected[i][segment])
+            for i, phase, segment, letters, cur in zip(live.tolist(), st.phase[live].tolist(),
+                                                      st.segment[live].tolist(), st.letters[live].tolist(),
+                                                      self._cur[live].tolist())
+        ]
+        return out
 
     @property
     def problems(self) -> list[Problem | None]:
@@ -456,8 +503,8 @@ class CompositionVectorEnv(VectorEnv):
         return list(self._problems)
 
     def render(self) -> tuple[str, ...] | None:
-        """With ``render_mode="ansi"``, each sub-environment's prompt, trace and cascade."""
-        if self.render_mode != "ansi":
+        """Each sub-environment's prompt, trace and cascade: returned (``"ansi"``) or printed (``"human"``)."""
+        if self.render_mode is None:
             return None
         out = []
         for i, p in enumerate(self._problems):
@@ -466,6 +513,9 @@ class CompositionVectorEnv(VectorEnv):
                 continue
             trace = self._trace_text(i)
             out.append(f"{self._prompt_text[i]}\n  trace: {trace}\n  cascade: {p.cascade.key()}\n")
+        if self.render_mode == "human":
+            sys.stdout.write("".join(f"[{i}] {frame}" for i, frame in enumerate(out)))
+            return None
         return tuple(out)
 
 

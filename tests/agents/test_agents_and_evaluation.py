@@ -11,10 +11,10 @@ import pytest
 import composition_gym
 
 from composition_gym import agents
-from composition_gym.agents import Agent, EvalReport, ExpertAgent, LMAgent, RandomAgent, TextAgent, evaluate
+from composition_gym.agents import Agent, EvalReport, LMAgent, RandomAgent, TextAgent, evaluate
 from composition_gym.agents.agent import trace_so_far
 from composition_gym.registration import suite as suite_env_ids
-from composition_gym import PROFILES, parse_prompt
+from composition_gym import PROFILES, ExpertPolicy, parse_prompt
 from composition_gym import tokens as T
 from tests.agents.conftest import DEPTH4_ENV, SFT_ENV
 
@@ -40,7 +40,7 @@ def test_custom_agent_example_plugs_in():
 
 def test_expert_agent_solves_every_small_profile_id():
     ids = suite_env_ids("all")
-    report = evaluate(ExpertAgent(), ids, episodes=5)
+    report = evaluate(ExpertPolicy(), ids, episodes=5)
     assert report.success_by_env == {i: 1.0 for i in ids}
 
 
@@ -52,7 +52,7 @@ def test_random_agent_is_legal_seeded_and_mostly_wrong():
     assert [e.tokens for e in report.episodes] != [e.tokens for e in other.episodes]
 
 
-@pytest.mark.parametrize("make_agent", [lambda: RandomAgent(seed=1), lambda: ExpertAgent()])
+@pytest.mark.parametrize("make_agent", [lambda: RandomAgent(seed=1), lambda: ExpertPolicy()])
 def test_evaluate_is_deterministic_under_a_seed(make_agent):
     a = evaluate(make_agent(), [SFT_ENV, DEPTH4_ENV], episodes=12, seed=5).to_dict()
     b = evaluate(make_agent(), [SFT_ENV, DEPTH4_ENV], episodes=12, seed=5).to_dict()
@@ -79,7 +79,7 @@ def test_lm_agent_is_deterministic_and_batching_does_not_change_results(small_lm
 
 
 def test_episode_i_resets_with_seed_plus_i():
-    report = evaluate(ExpertAgent(), [SFT_ENV], episodes=3, seed=7)
+    report = evaluate(ExpertPolicy(), [SFT_ENV], episodes=3, seed=7)
     env = gym.make(SFT_ENV)
     for i, ep in enumerate(report.episodes):
         _, info = env.reset(seed=7 + i)
@@ -120,7 +120,7 @@ def test_text_agent_wrong_or_unreadable_answers_fail_cleanly():
 
 
 def test_report_summaries_table_and_json(tmp_path):
-    report = evaluate(ExpertAgent(), [SFT_ENV, DEPTH4_ENV], episodes=6, seed=1)
+    report = evaluate(ExpertPolicy(), [SFT_ENV, DEPTH4_ENV], episodes=6, seed=1)
     assert isinstance(report, EvalReport)
     small = PROFILES["small"]
     assert set(report.by_skill) <= set(small.skills) and set(report.by_routing) <= set(small.routings)
@@ -135,7 +135,7 @@ def test_report_summaries_table_and_json(tmp_path):
 
 def test_per_module_success_counts_episodes_that_use_the_module():
     class FailOnRev:  # the expert, except that it answers wrongly whenever the cascade uses Rev
-        expert = ExpertAgent()
+        expert = ExpertPolicy()
 
         def act(self, obs, info):
             problem = parse_prompt(obs, "abcdef")
@@ -156,13 +156,13 @@ def test_per_module_success_counts_episodes_that_use_the_module():
 
 def test_evaluate_rejects_bad_input():
     with pytest.raises(ValueError, match="unknown env id"):
-        evaluate(ExpertAgent(), ["composition_gym/Nope-v0"], episodes=1)
+        evaluate(ExpertPolicy(), ["composition_gym/Nope-v0"], episodes=1)
     with pytest.raises(ValueError, match="episodes must be >= 1"):
-        evaluate(ExpertAgent(), [SFT_ENV], episodes=0)
+        evaluate(ExpertPolicy(), [SFT_ENV], episodes=0)
     with pytest.raises(TypeError, match="not an agent"):
         evaluate(object(), [SFT_ENV], episodes=1)
 
-    class WrongSpace(ExpertAgent):
+    class WrongSpace(ExpertPolicy):
         observation_space = gym.spaces.Box(0, 73, (12,), np.int64)
 
     with pytest.raises(ValueError, match="does not match"):
@@ -173,6 +173,6 @@ def test_suites():
     assert suite_env_ids("id") == ["composition_gym/Compose-L3-v0", "composition_gym/Compose-RL-L3-v0"]
     assert suite_env_ids("ood") == ["composition_gym/OOD-Unseen-L3-v0", "composition_gym/OOD-Depth-L4-v0"]
     assert all(i.startswith("composition_gym/Paper-") for i in suite_env_ids("ood", "paper"))
-    assert len(suite_env_ids("all")) == len([r for r in composition_gym.list_envs() if r["profile"] == "small"])
+    assert len(suite_env_ids("all")) == len([r for r in composition_gym.list_envs() if r["profile"] == "small" and r["version"] == "v0"])
     with pytest.raises(ValueError, match="unknown suite"):
         suite_env_ids("odd")

@@ -12,8 +12,9 @@ import torch
 
 from composition_gym.agents import LMAgent, TransformerConfig, behavior_cloning, evaluate
 from composition_gym.agents.bc import IGNORE, dagger_sequences, expert_sequences, token_accuracy
+from composition_gym.agents.settings import BC_PRESETS, BCConfig, bc_config
 from composition_gym import tokens as T
-from tests.agents.conftest import SFT_ENV
+from tests.agents.conftest import BC_TEST, SFT_ENV
 
 TINY = TransformerConfig(d_model=32, n_heads=2, d_ff=64, n_layers=2)
 
@@ -87,7 +88,75 @@ def test_token_accuracy_of_an_untrained_model_is_low(small_lm):
 def test_bc_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown env id"):
         behavior_cloning("composition_gym/Nope-v0", 10, progress=False)
-    with pytest.raises(ValueError, match="episodes must be >= 1"):
+    with pytest.raises(ValueError, match="episodes must be an integer >= 1, got 0"):
         behavior_cloning(SFT_ENV, 0, progress=False)
     with pytest.raises(ValueError, match="dagger_rounds"):
         behavior_cloning(SFT_ENV, 4, dagger_rounds=-1, progress=False)
+    with pytest.raises(ValueError, match="unknown BC preset 'huge'"):
+        behavior_cloning(SFT_ENV, settings="huge", progress=False)
+    with pytest.raises(ValueError, match="threads must be an integer >= 1"):
+        behavior_cloning(SFT_ENV, 4, threads=0, progress=False)
+
+
+def test_bc_settings_have_one_home_with_named_presets():
+    assert set(BC_PRESETS) == {"tiny", "demo", "reproduce", "default"}
+    for cfg in BC_PRESETS.values():
+        assert cfg.validate() is cfg
+    assert bc_config() == BC_PRESETS["default"] == BCConfig()
+    cfg = bc_config("demo", epochs=2.0, episodes=None)  # None leaves a field alone
+    assert cfg.epochs == 2.0 and cfg.episodes == BC_PRESETS["demo"].episodes
+    for bad, message in [({"epochs": 0}, "epochs must be a positive number"),
+                         ({"lr": float("nan")}, "lr must be a positive number"),
+                         ({"batch_size": 1.5}, "batch_size must be an integer"),
+                         ({"eval_every": -1}, "eval_every must be an integer >= 0")]:
+        with pytest.raises(ValueError, match=message):
+            BCConfig(**bad).validate()
+    with pytest.raises(TypeError, match="unknown BC setting"):
+        bc_config("tiny", epoch=3)
+    # The demo, the reproduction and the tests read their BC budgets from here.
+    from composition_gym.agents.settings import DEMO_BUDGETS
+    from composition_gym.benchmarks.protocol import BUDGETS
+
+    assert DEMO_BUDGETS["full"].bc == BC_PRESETS["demo"] and DEMO_BUDGETS["quick"].bc == BC_PRESETS["tiny"]
+    assert BUDGETS["small"]["default"].sft_epochs == BC_PRESETS["reproduce"].epochs
+    assert BC_TEST == BC_PRESETS["default"].replace(eval_episodes=400)
+
+
+def test_a_preset_with_overrides_trains_what_it_says(tmp_path):
+    lm, stats = behavior_cloning(SFT_ENV, settings="tiny", config=TINY, epochs=2, progress=False, threads=1)
+    # 64 episodes / 128 per batch = 1 step per epoch, 2 epochs
+    assert stats["steps"] == 2 and stats["threads"] == 1
+
+
+def test_heldout_curves_are_logged_during_training(tmp_path):
+    behavior_cloning(SFT_ENV, 64, config=TINY, epochs=2, batch_size=16, eval_episodes=4, eval_every=3,
+                     tensorboard_log=str(tmp_path), progress=False)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(glob.glob(os.path.join(tmp_path, "events.out.tfevents.*"))[0])
+    acc.Reload()
+    # 64 / 16 = 4 steps per epoch, 8 in all: evaluations at steps 3 and 6, then the final one at 8
+    for tag in ("bc/heldout_success", "bc/heldout_token_acc", "bc/heldout_success/Compose-L3-v0"):
+        assert [e.step for e in acc.Scalars(tag)] == [3, 6, 8]
+
+
+def test_one_thread_policy_for_cli_and_api(monkeypatch):
+    from composition_gym.agents import settings
+
+    monkeypatch.setenv("COMPGYM_THREADS", "3")
+    assert settings.default_threads() == 3 and settings.resolve_threads(None) == 3 and settings.resolve_threads(2) == 2
+    monkeypatch.setenv("COMPGYM_THREADS", "many")
+    with pytest.raises(ValueError, match="COMPGYM_THREADS must be a positive integer"):
+        settings.default_threads()
+    monkeypatch.delenv("COMPGYM_THREADS")
+    monkeypatch.setattr(settings.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(settings.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    assert settings.default_threads() == 2  # idle: both cores
+    monkeypatch.setattr(settings.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    assert settings.default_threads() == 1  # one competing process: one thread
+
+
+def test_progress_bars_refresh_rarely_when_not_a_terminal():
+    from composition_gym.agents.settings import progress_kwargs
+
+    assert progress_kwargs()["mininterval"] >= 30  # pytest's captured stderr is not a terminal

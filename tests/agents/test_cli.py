@@ -1,23 +1,25 @@
-"""``compgym train`` / ``eval`` / ``demo`` through an argparse parser built with agents.cli.register."""
+"""``compgym train`` / ``eval`` / ``demo`` through ``compgym``'s own entry point."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 
-from composition_gym.agents import cli
+import pytest
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="compgym")
-    cli.register(parser.add_subparsers(dest="command", required=True))
-    return parser
+from composition_gym import cli
 
 
 def _run(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    return args.func(args)
+    return cli.main(argv)
+
+
+def _one_line_error(capsys, rc: int) -> str:
+    captured = capsys.readouterr()
+    assert rc == 2
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in captured.err + captured.out, captured.err
+    return err
 
 
 def test_eval_command_on_an_lm_checkpoint_writes_json(tmp_path, small_lm, capsys):
@@ -33,12 +35,15 @@ def test_eval_command_on_an_lm_checkpoint_writes_json(tmp_path, small_lm, capsys
 
 def test_train_then_eval_the_saved_zip(tmp_path, capsys):
     model = tmp_path / "m.zip"
-    assert _run(["train", "--env", "Compose-L3-v0", "--bc-episodes", "32", "--bc-epochs", "1", "--ppo-steps", "128",
+    assert _run(["train", "--env", "Compose-L3-v0", "--bc-preset", "tiny", "--bc-episodes", "32", "--ppo-steps", "128",
                  "--algo", "ppo", "--n-envs", "2", "--tensorboard", str(tmp_path / "runs"), "--out", str(model),
                  "--eval-freq", "64", "--eval-episodes", "2", "--no-progress", "--threads", "1"]) == 0
     assert model.exists() and os.listdir(tmp_path / "runs") == ["bc_ppo_1"]
     assert _run(["eval", str(model), "--env", "Compose-L3-v0", "--episodes", "2"]) == 0
     assert "Compose-L3-v0" in capsys.readouterr().out
+    # A small-profile model on the paper suite: its observations do not fit; one line says so.
+    err = _one_line_error(capsys, _run(["eval", str(model), "--profile", "paper", "--suite", "ood", "--episodes", "1"]))
+    assert "observation" in err
 
 
 def test_demo_quick_prints_the_id_ood_table_and_tensorboard_command(tmp_path, capsys):
@@ -47,18 +52,42 @@ def test_demo_quick_prints_the_id_ood_table_and_tensorboard_command(tmp_path, ca
     for name in ("Compose-L3-v0", "Compose-RL-L3-v0", "OOD-Unseen-L3-v0", "OOD-Depth-L4-v0", "BC+PPO"):
         assert name in out
     assert f"tensorboard --logdir {tmp_path}" in out
+    assert "evaluating BC+PPO: 4 env ids x 8 episodes" in out  # progress during the final evaluation
+    assert "L=3 and L=4 episodes together" in out
     run = tmp_path / "demo_1"
     assert (run / "model.zip").exists() and (run / "demo.json").exists()
+    doc = json.loads((run / "demo.json").read_text())
+    assert doc["budget"]["bc"]["episodes"] == 64 and doc["budget"]["ppo_steps"] == 512
 
 
 def test_eval_of_a_missing_or_corrupt_model_fails_clearly(tmp_path, capsys):
-    assert _run(["eval", str(tmp_path / "missing.zip")]) == 2
-    assert "no model file" in capsys.readouterr().err
+    assert "no model file" in _one_line_error(capsys, _run(["eval", str(tmp_path / "missing.zip")]))
     bad = tmp_path / "bad.zip"
     bad.write_text("nope")
-    assert _run(["eval", str(bad)]) == 2
-    assert "not an SB3 model" in capsys.readouterr().err
+    assert "not an SB3 model" in _one_line_error(capsys, _run(["eval", str(bad)]))
     garbage = tmp_path / "bad.pt"
     garbage.write_text("nope")
-    assert _run(["eval", str(garbage)]) == 2
-    assert "not a readable TransformerLM checkpoint" in capsys.readouterr().err
+    err = _one_line_error(capsys, _run(["eval", str(garbage)]))
+    assert "not a readable TransformerLM checkpoint" in err and "weights_only" not in err
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["eval", "--env", "NoSuchEnv", "model.zip"], "no model file"),  # --env does not swallow the path
+    (["eval", "--episodes", "0", "model.zip"], "--episodes: must be an integer >= 1, got '0'"),
+    (["eval", "--profile", "huge", "model.zip"], "--profile: invalid choice: 'huge'"),
+    (["train", "--env", "NoSuchEnv"], "unknown env id 'NoSuchEnv'"),
+    (["train", "--ppo-steps", "0"], "--ppo-steps: must be an integer >= 1, got '0'"),
+    (["train", "--bc-epochs", "nan"], "--bc-epochs: must be a number > 0, got 'nan'"),
+    (["train", "--algo", "recurrent_ppo"], "recurrent_ppo trains its own LSTM policy from scratch: add --bc-episodes 0"),
+    (["train", "--threads", "0"], "--threads: must be an integer >= 1"),
+    (["demo", "--bc-episodes", "-3"], "--bc-episodes: must be an integer >= 1"),
+])
+def test_agent_command_errors_are_one_line(capsys, argv, needle):
+    assert needle in _one_line_error(capsys, _run(argv))
+
+
+def test_eval_env_names_an_unknown_id_in_one_line(tmp_path, small_lm, capsys):
+    path = tmp_path / "lm.pt"
+    small_lm.save(path)
+    err = _one_line_error(capsys, _run(["eval", "--env", "NoSuchEnv", str(path)]))
+    assert "unknown env id 'NoSuchEnv'" in err

@@ -16,7 +16,6 @@ from composition_gym.agents.policy import (
     TransformerExtractor,
     lm_from_policy,
     load_lm_into_policy,
-    policy_action_logits,
     transformer_policy_kwargs,
 )
 from composition_gym.agents.transformer import Rotary, real_lengths, string_positions, trim_to_real
@@ -44,9 +43,10 @@ def test_policy_logits_equal_lm_logits_at_every_step(small_lm, env_id, algo_cls,
             # One LM forward over the whole trace gives the logits at every position ...
             lm_logits = small_lm(torch.as_tensor(steps[-1:, : final_len - 1]))[0]
             # ... and the policy, one observation at a time, must give the same numbers.
-            pol_logits = policy_action_logits(model.policy, steps)
+            obs_t, _ = model.policy.obs_to_tensor(steps)
+            pol_logits = model.policy.get_distribution(obs_t).distribution.logits  # normalised log-probs
         last = real_lengths(torch.as_tensor(steps)) - 1
-        torch.testing.assert_close(pol_logits, lm_logits[last], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pol_logits, torch.log_softmax(lm_logits[last], -1), atol=1e-5, rtol=1e-5)
         # The policy's distribution is the softmax of those logits.
         obs_t, _ = model.policy.obs_to_tensor(steps)
         with torch.no_grad():

@@ -158,3 +158,83 @@ def test_train_ppo_rejects_bad_arguments(small_lm):
         train_ppo("composition_gym/Nope-v0", small_lm, 64)
     with pytest.raises(ValueError, match="algo must be"):
         bc_then_ppo(SFT_ENV, algo="recurrent_ppo")
+
+
+def _as_if_saved_by_the_old_package(src_path, dst_path) -> None:
+    """Copy an SB3 zip whose pickled policy class points at ``agents.policy`` (the pre-rename module)."""
+    import base64
+    import json
+    import sys
+    import types
+
+    import cloudpickle
+
+    old = types.ModuleType("agents.policy")
+    old.__file__ = "agents/policy.py"  # a file-backed module: cloudpickle pickles its classes by reference
+    fake = type("MaskableTransformerPolicy", (), {"__module__": "agents.policy"})
+    old.MaskableTransformerPolicy = fake
+    sys.modules["agents.policy"] = old  # present only while pickling (by reference)
+    try:
+        serialized = base64.b64encode(cloudpickle.dumps(fake)).decode()
+    finally:
+        del sys.modules["agents.policy"]
+    with zipfile.ZipFile(src_path) as src, zipfile.ZipFile(dst_path, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            if item.filename == "data":
+                doc = json.loads(data)
+                doc["policy_class"][":serialized:"] = serialized
+                data = json.dumps(doc).encode()
+            dst.writestr(item, data)
+
+
+def test_a_model_saved_before_the_package_rename_gets_a_clear_message(tmp_path, small_lm, monkeypatch):
+    model = train_ppo(SFT_ENV, small_lm, 64, algo="maskable_ppo", **FEW)
+    good = tmp_path / "good.zip"
+    model.save(good)
+    old = tmp_path / "old.zip"
+    _as_if_saved_by_the_old_package(good, old)
+    # From the repository root the folder agents/ is importable as `agents`; a user's install is not.
+    import sys
+
+    monkeypatch.setitem(sys.modules, "agents", None)
+    with pytest.raises(ValueError, match=r"saved before the agents moved to composition_gym\.agents") as err:
+        load_model(old)
+    assert "custom_objects" in str(err.value)
+    # The advice in the message works.
+    from composition_gym.agents.policy import MaskableTransformerPolicy
+
+    loaded = MaskablePPO.load(old, custom_objects={"policy_class": MaskableTransformerPolicy}, device="cpu")
+    assert isinstance(loaded.policy, MaskableTransformerPolicy)
+
+
+def test_run_directories_are_numbered_like_sb3(tmp_path):
+    from composition_gym.agents.ppo import next_run_dir
+
+    assert next_run_dir(tmp_path, "demo") == str(tmp_path / "demo_1")
+    (tmp_path / "demo_3").mkdir()
+    (tmp_path / "demo_x").mkdir()
+    assert next_run_dir(tmp_path, "demo") == str(tmp_path / "demo_4")  # above the highest, as SB3 numbers
+
+
+def test_train_ppo_uses_the_thread_policy_and_restores_the_callers_count(small_lm, monkeypatch):
+    from composition_gym.agents import callbacks
+
+    seen = []
+    real = callbacks.evaluate
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(callbacks, "evaluate", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(3)
+    try:
+        # One thread inside (a second one only slows a loaded test machine); one evaluation, at the start.
+        train_ppo(SFT_ENV, small_lm, 32, algo="ppo", threads=1, eval_env_ids={"id": [SFT_ENV]}, eval_freq=10_000,
+                  eval_episodes=1, **FEW)
+        assert seen == [1]  # inside training: the requested count
+        assert torch.get_num_threads() == 3  # afterwards: the caller's
+    finally:
+        torch.set_num_threads(before)

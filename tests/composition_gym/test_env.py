@@ -197,7 +197,7 @@ def test_numpy_scalar_and_0d_actions_accepted():
     ({"depth": [4, 2]}, ValueError, "empty"),
     ({"depth": "3"}, ValueError, "depth"),
     ({"trace_format": "prose"}, ValueError, "trace_format"),
-    ({"render_mode": "human"}, TypeError, "render_mode"),
+    ({"render_mode": "rgb_array"}, TypeError, "render_mode"),
     ({"max_len": 10}, ValueError, "too short for the prompt"),
     ({"skills": ["Nope"]}, ValueError, "unknown or no skills"),
     ({"alphabet": "aA"}, ValueError, "alphabet"),
@@ -287,3 +287,79 @@ def test_sb3_make_vec_env_accepts_our_ids():
     assert obs.shape == (2, 80)
     masks = np.stack(venv.env_method("action_masks"))
     assert masks.shape == (2, T.VOCAB_SIZE) and masks.any(axis=1).all()
+
+
+def test_all_steps_correct_separates_skipped_or_wrong_steps_from_success():
+    env = gym.make("composition_gym/Compose-L3-v0", process_reward=0.25)
+    obs, info = env.reset(seed=4)
+    problem = env.unwrapped.problem
+    z1 = problem.values[0]
+    wrong = "a" * len(z1) if z1 != "a" * len(z1) else "b" * len(z1)
+    # A wrong first intermediate, then the right rest: outcome success, not process success.
+    plan = T.encode(";".join([wrong, *problem.values[1:]])) + [T.EOS_ID]
+    ret = 0.0
+    for a in plan:
+        obs, r, term, trunc, info = env.step(a)
+        ret += r
+    assert term and info["is_success"] and not info["all_steps_correct"]
+    assert [d["correct"] for d in info["diagnosis"]] == [False, True, True]
+    score = problem.score(env.unwrapped._written, trace_format="values", process_reward=0.25)
+    assert ret == pytest.approx(score.reward) == pytest.approx(1.25)
+    _, info = rollout(env, expert, seed=4)[-1][::2]
+    assert info["is_success"] and info["all_steps_correct"]
+
+
+def test_episode_return_equals_the_scorers_reward():
+    env = gym.make("composition_gym/Compose-L3-v0", trace_format="tagged", process_reward=0.3, format_penalty=0.7)
+    rng = np.random.default_rng(1)
+    for seed in range(40):
+        policy = expert if seed % 2 else random_valid(rng)
+        steps = rollout(env, policy, seed)
+        info = steps[-1][2]
+        score = env.unwrapped.scorer.score(env.unwrapped.problem, env.unwrapped._written, info["malformed"])
+        assert sum(r for _, r, _ in steps) == pytest.approx(score.reward)
+        assert (info["is_success"], info["all_steps_correct"]) == (score.is_success, score.all_steps_correct)
+
+
+def test_render_human_prints_the_frame(capsys):
+    env = gym.make("composition_gym/Compose-L3-v0", render_mode="human")
+    assert "human" in env.metadata["render_modes"]
+    _, info = env.reset(seed=0)
+    env.step(env.unwrapped.expert_action())
+    assert env.render() is None
+    out = capsys.readouterr().out
+    assert out.count(info["prompt"]) == 3 and "trace:" in out and "cascade:" in out
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(gym.make("composition_gym/Compose-L3-v1", render_mode="human").unwrapped)
+
+
+def test_max_len_floor_and_budget_warning_name_the_minimum():
+    with pytest.raises(ValueError, match=r"max_len=20 is too short .*max_len >= \d+"):
+        CompositionEnv(depth=3, max_len=20)
+    with pytest.warns(UserWarning, match=r"max_len=40 is a token budget.*max_len >= (\d+) fits every trace") as rec:
+        CompositionEnv(depth=3, max_len=40)
+    fits = int(str(rec[0].message).rsplit(">= ", 1)[1].split()[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        CompositionEnv(depth=3, max_len=fits)
+        gym.make("composition_gym/Paper-OOD-Depth-L4-v1")  # default max_len fits every trace
+
+
+def test_reward_settings_are_settable_and_validated():
+    env = CompositionEnv()
+    env.process_reward = 0.5
+    assert env.scorer.process_reward == 0.5 and env.format_penalty == 0.0
+    with pytest.raises(ValueError, match="format_penalty"):
+        env.format_penalty = float("inf")
+
+
+def test_sb3_vec_env_renders_in_human_mode(capsys):
+    # rl_zoo3.enjoy builds its env this way and calls render("human").
+    from stable_baselines3.common.env_util import make_vec_env
+
+    venv = make_vec_env("composition_gym/Compose-L3-v0", n_envs=1, seed=0, env_kwargs={"render_mode": "human"})
+    venv.reset()
+    venv.step([int(venv.env_method("expert_action")[0])])
+    assert venv.render("human") is None
+    assert "trace:" in capsys.readouterr().out

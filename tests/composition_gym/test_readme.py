@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 from composition_gym.modules import module_table
 from composition_gym.registration import ids_table
 
@@ -32,3 +34,24 @@ def test_custom_agent_example_runs_and_solves_everything(capsys):
     exec(compile(code, "README-custom-agent", "exec"), {})
     out = capsys.readouterr().out
     assert "OOD-Depth-L4-v0" in out and "100.0%" in out
+
+
+@pytest.mark.slow
+def test_agents_example_runs_and_writes_bc_curves_beside_ppo(tmp_path, monkeypatch, capsys):
+    code = re.search(r"## Agents.*?```python\n(.*?)```", README, re.S).group(1)
+    # Only the budgets shrink (explicit substitutions); calls and arguments stay as printed.
+    for old, new in [('settings="demo"', 'settings="tiny"'),
+                     (", 20_000,", ", 64, n_envs=2, n_steps=32, batch_size=64, eval_freq=64, eval_episodes=1,"),
+                     ("episodes=100", "episodes=1")]:
+        assert old in code
+        code = code.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README-agents", "exec"), {})
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for path in (tmp_path / "runs" / "api_1").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(path))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"bc/loss", "bc/heldout_success", "bc/heldout_success/Compose-L3-v0", "eval_id/success"} <= tags

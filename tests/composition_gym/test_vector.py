@@ -66,15 +66,25 @@ def assert_same_run(env_id, n, steps, mode=AutoresetMode.NEXT_STEP, seed=0, **kw
         for j, env in enumerate(sync.envs):  # the batched oracle is the single env's
             if not sync._autoreset_envs[j] and not env.unwrapped._done:
                 assert expert[j] == env.unwrapped.expert_action(), (t, j)
-        actions = mixed_actions(rng, info_s["action_mask"], expert)
+        actions = mixed_actions(rng, info_n["action_mask"], expert)
         out_s, out_n = sync.step(actions), native.step(actions)
         for a, b in zip(out_s[:4], out_n[:4]):
             assert a.dtype == b.dtype
             np.testing.assert_array_equal(a, b, err_msg=f"step {t}")
-        assert canonical(out_s[4]) == canonical(out_n[4]), f"infos differ at step {t}"
-        np.testing.assert_array_equal(native.unwrapped.action_masks(), out_n[4]["action_mask"])
-        info_s = out_s[4]
         done = out_s[2] | out_s[3]
+        if mode == AutoresetMode.NEXT_STEP:
+            # The one documented difference: a row that just ended gets the first-token mask (its
+            # next action is ignored), where the single env's final mask is its last state's
+            # (empty after <eos>).
+            out_s[4]["action_mask"][done] = native.unwrapped.grammar.start_mask()
+        assert out_n[4]["action_mask"].any(axis=1).all() or mode == AutoresetMode.DISABLED
+        assert canonical(out_s[4]) == canonical(out_n[4]), f"infos differ at step {t}"
+        if done.any():
+            final = out_n[4]["final_info"] if mode == AutoresetMode.SAME_STEP else out_n[4]
+            assert (final["_all_steps_correct"] == done).all()
+            assert not (final["all_steps_correct"] & ~final["is_success"]).any()
+        np.testing.assert_array_equal(native.unwrapped.action_masks(), out_n[4]["action_mask"])
+        info_s, info_n = out_s[4], out_n[4]
         ended += int(done.sum())
         if mode == AutoresetMode.DISABLED and done.any():
             obs_s, info_s = sync.reset(options={"reset_mask": done.copy()})
@@ -257,3 +267,91 @@ def test_render_ansi_per_sub_env():
     env.step(env.unwrapped.expert_actions())
     frames = env.render()
     assert len(frames) == 2 and all("trace:" in f and "cascade:" in f for f in frames)
+
+
+def test_every_row_can_sample_from_its_mask_under_next_step_autoreset():
+    env = gym.make_vec(COMPOSE, num_envs=6)
+    _, info = env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    start = env.unwrapped.grammar.start_mask()
+    ended_rows = 0
+    for _ in range(120):
+        actions = np.array([rng.choice(np.flatnonzero(row)) for row in info["action_mask"]])  # never empty
+        _, _, term, trunc, info = env.step(actions)
+        done = term | trunc
+        ended_rows += int(done.sum())
+        assert (info["action_mask"][done] == start).all()
+        np.testing.assert_array_equal(env.unwrapped.action_masks(), info["action_mask"])
+        assert (env.unwrapped.expert_actions()[done] == T.PAD_ID).all()
+    assert ended_rows > 6
+
+
+def test_call_get_attr_and_set_attr_like_sync_vector_env():
+    sync = gym.make_vec(COMPOSE, num_envs=3, vectorization_mode="sync")
+    native = gym.make_vec(COMPOSE, num_envs=3)
+    sync.reset(seed=2)
+    native.reset(seed=2)
+    for name in ("max_len", "trace_format", "problem", "process_reward"):
+        assert native.get_attr(name) == sync.get_attr(name), name
+    assert native.call("expert_action") == sync.call("expert_action")
+    for a, b in zip(native.call("action_masks"), sync.call("action_masks")):
+        np.testing.assert_array_equal(a, b)
+    assert native.call("render") == (None, None, None)
+    native.set_attr("process_reward", 0.5)
+    sync.set_attr("process_reward", [0.5] * 3)
+    assert native.get_attr("process_reward") == sync.get_attr("process_reward") == (0.5,) * 3
+    assert native.unwrapped.scorer.process_reward == 0.5
+    with pytest.raises(ValueError, match="equal values"):
+        native.set_attr("format_penalty", [0.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="3 values"):
+        native.set_attr("format_penalty", [0.0, 1.0])
+    with pytest.raises(AttributeError, match="settable"):
+        native.set_attr("max_len", 99)
+    with pytest.raises(AttributeError, match="not supported"):
+        native.call("reset")
+    with pytest.raises(AttributeError):
+        native.get_attr("no_such_attribute")
+    with pytest.raises(TypeError, match="no arguments"):
+        native.call("action_masks", 1)
+
+
+def test_set_process_reward_changes_rewards_as_in_the_single_env():
+    sync, native = make_pair(COMPOSE, 3)
+    for env in (sync, native):
+        env.reset(seed=0)
+        env.set_attr("process_reward", [0.25] * 3)
+    total_n = 0.0
+    for _ in range(40):
+        actions = native.unwrapped.expert_actions()
+        _, r_s, *_ = sync.step(actions)
+        _, r_n, *_ = native.step(actions)
+        np.testing.assert_array_equal(r_s, r_n)
+        total_n += r_n.sum()
+    assert total_n > 0 and (total_n % 1) != 0  # process rewards were paid
+
+
+def test_render_human_prints_every_row(capsys):
+    env = gym.make_vec(COMPOSE, num_envs=2, render_mode="human")
+    env.reset(seed=0)
+    env.step(env.unwrapped.expert_actions())
+    assert env.render() is None
+    out = capsys.readouterr().out
+    assert "[0] <bos>" in out and "[1] <bos>" in out
+
+
+def test_problem_option_takes_one_problem_per_reset_row():
+    single = gym.make(COMPOSE)
+    single.reset(seed=1)
+    a = single.unwrapped.problem
+    single.reset(seed=2)
+    b = single.unwrapped.problem
+    env = gym.make_vec(COMPOSE, num_envs=4)
+    _, info = env.reset(seed=0, options={"problem": [a, a, b, b]})  # two groups of two rows
+    assert env.unwrapped.problems == [a, a, b, b] and info["answer"].tolist() == [a.answer] * 2 + [b.answer] * 2
+    env.step(env.unwrapped.expert_actions())
+    obs, _ = env.reset(seed=0, options={"reset_mask": np.array([False, True, False, True]), "problem": [b, a]})
+    assert env.unwrapped.problems == [a, b, b, a]
+    with pytest.raises(ValueError, match="lists 3 problems for 4"):
+        env.reset(options={"problem": [a, a, b]})
+    with pytest.raises(TypeError, match="Problem"):
+        env.reset(options={"problem": ["abc"] * 4})

@@ -1,0 +1,133 @@
+"""The README's shell lines run as pasted.
+
+Every line of a fenced ``bash`` block and every ``$ `` line is extracted (backslash continuations
+joined, comments dropped).  The fast test parses each ``compgym`` line with the real parser (a
+pasted ``--suite id|ood|all`` or a stale flag fails here) and checks that every line is either run
+or skipped below for a stated reason.  The slow test runs them all in a scratch directory, with
+the training budgets shrunk by :data:`SUBSTITUTIONS`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from composition_gym import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+BIN = Path(sys.executable).parent
+
+#: Lines not run, and why.
+SKIPPED = {
+    "make demo": "the full demo (minutes); `compgym demo --quick` is tested in tests/agents/test_cli.py",
+    "make test": "the test suite itself",
+    "make test-fast": "the test suite itself",
+    "source .venv/bin/activate": "changes the interactive shell only; the test puts .venv/bin on PATH",
+    ".venv/bin/python -m pytest tests/composition_gym -q": "the test suite itself",
+}
+
+#: Budget substitutions for the slow run: (README text, what runs instead).  Only budgets and
+#: episode counts shrink; ids, flags and file names stay as printed.
+SUBSTITUTIONS = [
+    ("--bc-preset demo", "--bc-preset tiny"),
+    ("--ppo-steps 20000", "--ppo-steps 64 --n-envs 2 --eval-freq 64 --eval-episodes 1"),
+    ("--episodes 200", "--episodes 2"),
+    ("--conf-file hyperparams/ppo.yml", f"--conf-file {ROOT / 'hyperparams' / 'ppo.yml'} -n 64 "
+                                        "--hyperparams n_envs:2 n_steps:32 batch_size:64 --eval-freq -1"),
+    ("-f runs/zoo -n 200", "-f runs/zoo -n 20"),
+]
+
+
+def shell_lines(text: str = README) -> list[str]:
+    """The README's shell commands, in order: fenced ``bash`` blocks and ``$ `` lines."""
+    lines: list[str] = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        lines += _commands(block.splitlines())
+    lines += _commands(m for m in re.findall(r"^\$ (.*)$", text, re.M))
+    return lines
+
+
+def _commands(raw) -> list[str]:
+    out, pending = [], ""
+    for line in raw:
+        if pending:
+            line = pending + " " + line.strip()
+        if line.rstrip().endswith("\\"):
+            pending = line.rstrip()[:-1].rstrip()
+            continue
+        pending = ""
+        code = _strip_comment(line).strip()
+        if code:
+            out.append(code)
+    return out
+
+
+def _strip_comment(line: str) -> str:
+    """``line`` without a trailing ``# comment`` (a ``#`` that starts a word outside quotes)."""
+    for match in re.finditer(r"(^|\s)#", line):
+        head = line[: match.start()]
+        if head.count('"') % 2 == 0 and head.count("'") % 2 == 0:
+            return head
+    return line
+
+
+def _compgym_argv(line: str) -> list[str] | None:
+    words = shlex.split(line)
+    if words and os.path.basename(words[0]) == "compgym":
+        return words[1:]
+    return None
+
+
+def test_every_shell_line_is_known_and_every_compgym_line_parses():
+    lines = shell_lines()
+    assert any(line.startswith("compgym eval") for line in lines)  # the extraction works
+    for line in lines:
+        assert not re.search(r"(?<![<>])\|(?!\|)", line) or line in SKIPPED, f"a pipe in {line!r}"
+        argv = _compgym_argv(line)
+        if argv is not None:
+            try:
+                cli.build_parser(cli._command_of(argv)).parse_args(argv)
+            except SystemExit as exit_:
+                pytest.fail(f"README line does not parse: {line!r} (exit {exit_.code})")
+        elif line not in SKIPPED:
+            assert line.split()[0] in {"python", ".venv/bin/compgym", "tensorboard"}, f"unexpected line {line!r}"
+    for old, _ in SUBSTITUTIONS:
+        assert any(old in line for line in lines), f"substitution {old!r} matches no README line"
+
+
+def test_tensorboard_line_names_the_runs_folder():
+    assert "tensorboard --logdir runs" in README
+
+
+@pytest.mark.slow
+def test_readme_shell_lines_run_as_pasted(tmp_path):
+    import composition_gym
+
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "COMPGYM_THREADS": "1",
+           "OMP_NUM_THREADS": "1"}
+    human = "human" in composition_gym.CompositionEnv.metadata["render_modes"]
+    ran = 0
+    for line in shell_lines():
+        if line in SKIPPED:
+            continue
+        if "rl_zoo3.enjoy" in line and not human:
+            continue  # needs render_mode="human" (tests/agents/test_zoo.py marks it)
+        cmd = line.replace(".venv/bin/", f"{BIN}/")
+        if cmd.startswith("python "):
+            cmd = f"{sys.executable} " + cmd[len("python "):]
+        if cmd.startswith("tensorboard "):
+            cmd += " --inspect"  # prints what the folder holds instead of serving forever
+        for old, new in SUBSTITUTIONS:
+            cmd = cmd.replace(old, new)
+        out = subprocess.run(cmd, shell=True, cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=600, stdin=subprocess.DEVNULL)
+        assert out.returncode == 0, f"{line!r} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+        ran += 1
+    assert ran >= 6
