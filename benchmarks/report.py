@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from composition_gym.benchmarks import claims
-from composition_gym.benchmarks.claims import CLAIMS, CONDITIONS, EVAL_LABELS, PAPER_OOD_L4
+from composition_gym.benchmarks.claims import CLAIMS, CONDITIONS, EVAL_LABELS, MEASURES, PAPER_OOD_L4
 
 
 def _pct(stat: Mapping | None) -> str:
@@ -26,14 +26,45 @@ def _pct(stat: Mapping | None) -> str:
 
 
 def _settings(meta: Mapping) -> list[str]:
-    """One line with the PPO and transformer settings the runs used (agents' defaults + budget)."""
+    """One line with the trainer and transformer settings the runs used (agents' defaults + budget)."""
     defaults = meta.get("agents_defaults")
     if not defaults:
         return []
-    ppo = {**defaults["ppo_finetune_kwargs"], **meta["budget"].get("ppo_kwargs", {})}
-    model = defaults["transformer"]
-    return [f"- PPO (MaskablePPO): {', '.join(f'{k}={v}' for k, v in ppo.items())}; transformer: "
+    budget = meta["budget"]
+    ppo = {**defaults["ppo_finetune_kwargs"], **budget.get("ppo", budget.get("ppo_kwargs", {}))}
+    model = {**defaults["transformer"], **budget.get("model", {})}
+    grpo = budget.get("grpo")
+    return [(f"- group-relative RL: {', '.join(f'{k}={v}' for k, v in grpo.items())}; " if grpo else "- ")
+            + f"MaskablePPO: {', '.join(f'{k}={v}' for k, v in ppo.items())}; transformer: "
             f"{model['n_layers']} layers, d_model={model['d_model']}"]
+
+
+def _cell_line(meta: Mapping) -> list[str]:
+    cell = meta.get("cell")
+    if not cell:
+        return []
+    return [f"- cell: {', '.join(f'{k}={v}' for k, v in cell.items() if v is not None)}; environments "
+            f"`{meta.get('version', 'v0')}`: " + ", ".join(f"{k}=`{v}`" for k, v in meta.get("eval_envs", {}).items())]
+
+
+def _measures_table(doc: Mapping) -> list[str]:
+    """Every condition x evaluation set: greedy / sampled / pass@k / all-steps-correct (v2 runs)."""
+    by_measure = doc.get("summary_by_measure")
+    if not by_measure:
+        return []
+    k = doc["meta"]["budget"].get("samples", "k")
+    envs = sorted({e for m in by_measure.values() for c in m.values() for e in c}, key=list(EVAL_LABELS).index)
+    lines = [f"## Every measure (greedy / sampled / pass@{k} / all steps correct, %)", "",
+             "| condition | " + " | ".join(EVAL_LABELS[e] for e in envs) + " |", "|" + "---|" * (len(envs) + 1)]
+    for cond in CONDITIONS:
+        if cond not in by_measure["greedy"]:
+            continue
+        cells = []
+        for e in envs:
+            vals = [by_measure[m].get(cond, {}).get(e) for m in MEASURES]
+            cells.append(" / ".join("–" if v is None else f"{100 * v['mean']:.1f}" for v in vals))
+        lines.append(f"| {CONDITIONS[cond].label} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def markdown(doc: Mapping) -> str:
@@ -48,10 +79,13 @@ def markdown(doc: Mapping) -> str:
         f"- command: `{meta['command']}`",
         f"- profile: `{meta['profile']}`, budget: `{meta['budget_name']}` "
         f"({', '.join(f'{k}={v}' for k, v in meta['budget'].items() if not isinstance(v, dict))})",
+        *_cell_line(meta),
         *_settings(meta),
         f"- seeds: {len(seeds)} ({', '.join(map(str, seeds))}); success in %, mean ± standard error over seeds; "
         f"{meta['budget']['eval_episodes']} evaluation episodes per environment and run",
-        f"- wall time: {meta['wall_time_s'] / 60:.1f} min with {meta['workers']} worker process(es)",
+        f"- wall time: {meta['wall_time_s'] / 60:.1f} min with {meta['workers']} worker process(es)"
+        + (f" ({meta['backend']} backend; {meta['run_seconds_total'] / 60:.1f} min summed over runs, "
+           "earlier sessions of a resumed command included)" if "run_seconds_total" in meta else ""),
         "",
     ]
     if len(seeds) < 3:
@@ -68,13 +102,14 @@ def markdown(doc: Mapping) -> str:
                 continue
             row = [CONDITIONS[cond].label, *(_pct(summary[cond].get(e)) for e in envs)]
             if key == "claim2":
-                row.append(f"{PAPER_OOD_L4[cond]:.1f}")
+                row.append(f"{PAPER_OOD_L4[cond]:.1f}" if cond in PAPER_OOD_L4 else "–")
             lines.append("| " + " | ".join(row) + " |")
         gains = doc.get("gains", {})
         if key == "claim1" and gains:
             row = ["RL gain over SFT", *(_pct(gains.get(e)) for e in envs)]
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
+    lines += _measures_table(doc)
     lines += ["## Verdicts", "",
               "Paired over seeds (same BC start, same evaluation problems); the standard error combines the "
               "spread over seeds and the binomial error of the evaluation episodes; a difference counts as "
@@ -82,6 +117,11 @@ def markdown(doc: Mapping) -> str:
               "| claim | comparison | difference (points) | verdict |", "|---|---|---|---|"]
     for v in doc["verdicts"]:
         lines.append(f"| {v['claim'][-1]} | {v['comparison']} | {_pct(v['diff'])} | {v['verdict']} |")
+    if doc.get("verdicts_pass_at_k"):
+        lines += ["", "The same comparisons on pass@k (does RL widen what the policy can sample, or only "
+                  "sharpen it?):", "", "| claim | comparison | difference (points) | verdict |", "|---|---|---|---|"]
+        for v in doc["verdicts_pass_at_k"]:
+            lines.append(f"| {v['claim'][-1]} | {v['comparison']} | {_pct(v['diff'])} | {v['verdict']} |")
     checks = doc.get("checks", {})
     if checks:
         lines += ["", "Checks: " + "; ".join(f"{k} = {v}" for k, v in checks.items()) + "."]
@@ -97,7 +137,8 @@ def figure(doc: Mapping, path: str | Path) -> Path:
 
     summary = doc["summary"]
     fig, axes = plt.subplots(1, len(CLAIMS), figsize=(5.2 * len(CLAIMS), 5.0), constrained_layout=True)
-    colors = {"sft": "#9e9e9e", "rl_atomic": "#f4a261", "rl_compound": "#2a9d8f", "rl_disjoint": "#264653"}
+    colors = {"sft": "#9e9e9e", "rl_atomic": "#f4a261", "rl_compound": "#2a9d8f", "rl_disjoint": "#264653",
+              "ppo_compound": "#e76f51"}
     for ax, (key, claim) in zip(axes, CLAIMS.items()):
         conds = [c for c in claim["conditions"] if c in summary]
         envs = [e for e in claim["envs"] if any(e in summary[c] for c in conds)]
@@ -113,6 +154,8 @@ def figure(doc: Mapping, path: str | Path) -> Path:
             j = envs.index("ood_depth")
             for i, cond in enumerate(conds):
                 x = j + (i - (len(conds) - 1) / 2) * width
+                if cond not in PAPER_OOD_L4:
+                    continue
                 ax.plot([x], [PAPER_OOD_L4[cond]], marker="D", mfc="none", mec="black", ls="none",
                         label="paper (OOD L=4)" if i == 0 else None)
         ax.set_xticks(range(len(envs)), [EVAL_LABELS[e].replace(" (", "\n(") for e in envs])
@@ -130,12 +173,91 @@ def figure(doc: Mapping, path: str | Path) -> Path:
     return path
 
 
+# ---------------------------------------------------------------------------- the sweep
+def _quantities(doc: Mapping) -> list[tuple[str, str]]:
+    """The heatmap's and table's columns: ``(ood set, "headroom" or an arm)``, in a fixed order."""
+    arms = [a for a in doc["meta"]["grid"]["arms"] if a != "sft"]
+    sets = list(dict.fromkeys(env for row in doc["table"] for env in row["sets"]))
+    return [(env, q) for env in sets for q in ("headroom", *arms)]
+
+
+def _value(row: Mapping, env: str, quantity: str) -> Mapping | None:
+    entry = row["sets"].get(env)
+    if entry is None:
+        return None
+    return entry["sft_headroom"] if quantity == "headroom" else entry["gains"].get(quantity)
+
+
+def sweep_markdown(doc: Mapping) -> str:
+    """The whole sweep grid as markdown: one row per cell, SFT's headroom and every arm's gain."""
+    meta = doc["meta"]
+    lines = [
+        "# Headroom sweep: where does RL after SFT help?", "",
+        f"- date: {meta['date']}; commit `{meta['commit']}`" + (" (uncommitted changes)" if meta.get("dirty") else ""),
+        f"- command: `{meta['command']}`",
+        f"- profile `{meta['profile']}`, environments `{meta['version']}`, budget `{meta['budget_name']}` "
+        f"({', '.join(f'{k}={v}' for k, v in meta['budget'].items() if not isinstance(v, dict))})",
+        f"- grid: {', '.join(f'{k}={v}' for k, v in meta['grid'].items())}; seeds {meta['seeds']}",
+        f"- {meta['runs']} runs, {meta['run_seconds_total'] / 3600:.2f} h summed over runs; this session "
+        f"{meta['wall_time_s'] / 60:.1f} min ({meta['backend']} backend, {meta['workers']} workers)", "",
+        "Every cell the command asked for is shown.  Points, mean ± SE over seeds (paired; the SE includes the "
+        f"evaluation's binomial error).  *headroom* = SFT's pass@{meta['budget']['samples']} − greedy; an arm's "
+        "column = its greedy success − SFT's on the same problems, marked ✓ beyond +2 SE and ✗ beyond −2 SE.", "",
+    ]
+    for env in dict.fromkeys(e for e, _ in _quantities(doc)):
+        cols = [q for e, q in _quantities(doc) if e == env]
+        rows = [r for r in doc["table"] if env in r["sets"]]
+        lines += [f"## {EVAL_LABELS.get(env, env)}", "",
+                  "| cell | SFT greedy | " + " | ".join("SFT headroom" if q == "headroom" else f"{q} gain"
+                                                        for q in cols) + " |",
+                  "|" + "---|" * (len(cols) + 2)]
+        for row in rows:
+            cells = []
+            for q in cols:
+                stat = _value(row, env, q)
+                mark = {"supported": " ✓", "contradicted": " ✗"}.get(stat.get("verdict", "") if stat else "", "")
+                cells.append(_pct(stat) + mark)
+            lines.append(f"| {row['tag']} | {_pct(row['sets'][env]['sft_greedy'])} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def sweep_heatmap(doc: Mapping, path: str | Path) -> Path:
+    """Write the sweep as a heatmap PNG: cells (rows) x (OOD set, headroom or arm gain) (columns), in points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    cols, rows = _quantities(doc), doc["table"]
+    grid = np.full((len(rows), len(cols)), np.nan)
+    for i, row in enumerate(rows):
+        for j, (env, q) in enumerate(cols):
+            stat = _value(row, env, q)
+            if stat is not None:
+                grid[i, j] = 100 * stat["mean"]
+    lim = max(5.0, float(np.nanmax(np.abs(grid))) if np.isfinite(grid).any() else 5.0)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(cols), 1.2 + 0.35 * len(rows)), constrained_layout=True)
+    image = ax.imshow(grid, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for i, j in zip(*np.nonzero(np.isfinite(grid))):
+        ax.text(j, i, f"{grid[i, j]:.0f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(len(cols)), [f"{env}\n{q}" for env, q in cols], rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(rows)), [r["tag"] for r in rows], fontsize=7)
+    fig.colorbar(image, ax=ax, label="points (headroom: pass@k − greedy; arms: gain over SFT)")
+    meta = doc["meta"]
+    ax.set_title(f"headroom sweep, profile {meta['profile']}, {len(meta['seeds'])} seeds, commit {meta['commit'][:10]}",
+                 fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def recompute(doc: dict) -> dict:
     """``doc`` with its summary, gains and verdicts recomputed from its runs (current statistics)."""
-    runs = doc["runs"]
-    episodes = doc["meta"]["budget"].get("eval_episodes")
-    return {**doc, "summary": claims.summarize(runs), "gains": claims.gains(runs),
-            "verdicts": claims.verdicts(runs, episodes)}
+    return {**doc, **claims.statistics(doc["runs"], doc["meta"]["budget"].get("eval_episodes"))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -218,3 +218,26 @@ def ids_table() -> str:
         depth = "-".join(map(str, r["depth"])) if isinstance(r["depth"], list) else r["depth"]
         rows.append(f"| `{r['id']}` | {r['profile']} | `{r['split']}` | {depth} | {r['role']} | {r['purpose']} |")
     return "\n".join(rows)
+
+
+def variant_id(env_id_: str, **kwargs) -> str:
+    """A registered id for ``env_id_`` with ``kwargs`` replacing its registered ``gym.make`` kwargs.
+
+    For code that only takes id strings (trainers, evaluation, worker processes): e.g.
+    ``variant_id("Compose-L3", trace_format="tagged")`` registers (once) and returns
+    ``composition_gym/Compose-L3-x<hash>-v0``, whose name carries a hash of the merged kwargs, so
+    the same variant gets the same id in every process.  No kwargs: the resolved id itself.
+    """
+    import hashlib
+    import json
+
+    spec = gym.spec(resolve_env_id(env_id_))
+    if not kwargs:
+        return spec.id
+    merged = {**spec.kwargs, **kwargs}
+    digest = hashlib.sha256(json.dumps(merged, sort_keys=True, default=str).encode()).hexdigest()[:10]
+    new_id = f"{spec.namespace}/{spec.name}-x{digest}-v{spec.version}"
+    if new_id not in gym.registry:
+        gym.register(id=new_id, entry_point=spec.entry_point, vector_entry_point=spec.vector_entry_point,
+                     kwargs=merged, max_episode_steps=spec.max_episode_steps)
+    return new_id

@@ -79,6 +79,50 @@ def test_env_id_and_bad_profile():
 def test_support_checks_small_profile_is_exhaustive():
     checks = claims.support_checks("small")
     assert checks["exhaustive"] and checks["sft_cascades_checked"] > 1000
+    assert checks["sft_covers_every_routing_skill_step"] and checks["sft_disjoint_from"] == ["ood_unseen", "rl_beyond"]
+
+
+@pytest.mark.parametrize("exposure", [0.0, 0.05])
+def test_support_checks_routing_skill_family(exposure):
+    checks = claims.support_checks("small", "routing_skill", exposure=exposure)
+    assert checks["sft_covers_every_skill_and_routing"] and checks["sft_disjoint_from"] == ["ood_rs"]
+    # Held-out pairs are absent at exposure 0; exposure > 0 lets their exposable half in.
+    assert checks["sft_covers_every_routing_skill_step"] == (exposure > 0)
+
+
+def test_every_family_names_registered_presets_and_known_eval_keys():
+    from composition_gym.registration import env_id
+
+    for fam in claims.FAMILIES.values():
+        for preset in (*fam.sft, *fam.rl.values(), *fam.evals.values()):
+            env_id(preset, "small", claims.VERSION)  # raises on an unknown preset
+        assert set(fam.evals) <= set(claims.EVAL_LABELS) and set(fam.exposure) <= {*fam.sft, *fam.evals.values()}
+    for cond in claims.CONDITIONS.values():
+        assert (cond.trainer is None) == (cond.rl_set is None)
+
+
+def _v2(cond: str, seed: int, greedy: float, pass_k: float) -> dict:
+    m = {"greedy": greedy, "sampled": greedy, "pass_at_k": pass_k, "all_steps": None}
+    return {"seed": seed, "condition": cond, "metrics": {"ood_rs": m, "id": dict(m, greedy=0.9)}}
+
+
+def test_measures_of_v2_records_and_pass_at_k_verdicts():
+    runs = [_v2("sft", s, 0.30, 0.60) for s in range(3)] + \
+           [_v2("rl_compound", s, g, p) for s, (g, p) in enumerate([(0.52, 0.61), (0.55, 0.60), (0.50, 0.62)])]
+    assert claims.run_scores(runs[0], "pass_at_k") == {"ood_rs": 0.60, "id": 0.60}
+    assert claims.run_scores(runs[0], "all_steps") == {}  # not reported by the env: left out
+    assert claims.run_scores(RUNS[0], "sampled") == {}  # v0 records hold greedy success only
+    with pytest.raises(ValueError, match="unknown measure"):
+        claims.run_scores(runs[0], "best")
+    greedy = claims.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200)
+    assert greedy["mean"] == pytest.approx((0.22 + 0.25 + 0.20) / 3) and claims.verdict_of(greedy) == "supported"
+    sharpened = claims.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200, measure="pass_at_k")
+    assert claims.verdict_of(sharpened) == "inconclusive"  # RL sharpened what SFT could already sample
+    stats = claims.statistics(runs, 200)
+    rs = [v for v in stats["verdicts"] if v["metric"] == "ood_rs"]
+    assert rs and rs[0]["verdict"] == "supported" and stats["verdicts_pass_at_k"][0]["measure"] == "pass_at_k"
+    # Comparisons on sets these runs lack (unseen L=3, L=4) are left out, not errors.
+    assert {v["metric"] for v in stats["verdicts"]} == {"ood_rs", "gain:ood_rs-id"}
 
 
 def test_markdown_and_figure_render(tmp_path):
@@ -120,6 +164,6 @@ def test_report_main_recomputes_and_renders(tmp_path):
     path.write_text(json.dumps(doc))
     assert main([str(path)]) == 0
     again = json.loads(path.read_text())
-    assert again["verdicts"] and set(again["summary"]) == set(claims.CONDITIONS)
+    assert again["verdicts"] and set(again["summary"]) == {r["condition"] for r in RUNS}
     assert (tmp_path / "reproduce.md").read_text().startswith("# Reproducing")
     assert (tmp_path / "reproduce.png").read_bytes()[:4] == b"\x89PNG"
