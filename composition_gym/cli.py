@@ -38,7 +38,9 @@ LAZY_COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("composition_gym.benchmarks.cli:register",
               "throughput: env vs CartPole, vector env, PPO and BC, peak memory"),
     "reproduce": ("composition_gym.benchmarks.cli:register",
-                  "reproduce the paper's three claims: table, JSON and figure"),
+                  "reproduce the paper's three claims (v1 protocol, GRPO arms): table, JSON and figure"),
+    "sweep": ("composition_gym.benchmarks.cli:register",
+              "headroom sweep over SFT budget, exposure, trace format and RL arm: table + heatmap; resumable"),
 }
 
 #: Exceptions that mean "the user asked for something impossible": one line, exit status 2.
