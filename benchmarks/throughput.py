@@ -42,7 +42,10 @@ import numpy as np
 ENV_ID = "composition_gym/Compose-L3-v0"
 REFERENCE_ID = "CartPole-v1"
 N_ENVS = 256
-GOALS = {"env_vs_cartpole": 1.0, "vector_vs_sync": 20.0, "transformer_vs_naive": 4.0, "grpo_vs_maskable_ppo": 20.0}
+GOALS = {"env_vs_cartpole": 1.0, "vector_vs_sync": 20.0, "transformer_vs_naive": 4.0, "grpo_vs_maskable_ppo": 20.0,
+         "v1_reset_vs_v0": 0.5}
+#: v1 ids (identifiable problems, depth mixing) against the v0 id they refine: reset() throughput.
+RESET_PAIRS = (("Compose-L1to3", "Compose-L3"), ("Compose-L3", "Compose-L3"), ("OOD-Depth-L4", "OOD-Depth-L4"))
 #: Group-relative RL's row: B problems x G samples per iteration on the default model (d=64, 3 layers).
 GRPO_SETTINGS = {"problems_per_iter": 256, "group_size": 8, "iterations": 3}
 # The transformer of the issue's "naive 2-layer, d = 64" reference.
@@ -130,6 +133,39 @@ def bench_env(quick: bool) -> dict[str, Any]:
         "peak_mb": {name: _traced_peak_mb(lambda name=name: run_steps(name)) for name in rates},
         "memory_method": f"tracemalloc peak over make + {size['mem_steps']} steps",
     }
+
+
+# ---------------------------------------------------------------------------- reset
+def reset_rate(env, seconds: float, seed: int = 0) -> float:
+    """``reset()`` calls per CPU second (each draws and executes a fresh problem)."""
+    env.reset(seed=seed)
+    n, t0 = 0, time.process_time()
+    while time.process_time() - t0 < seconds:
+        for _ in range(50):
+            env.reset()
+        n += 50
+    return n / (time.process_time() - t0)
+
+
+def bench_reset(quick: bool) -> dict[str, Any]:
+    """v1 ids against their v0 counterparts: reset throughput, alternating rounds, best of each."""
+    import gymnasium as gym
+
+    from composition_gym.registration import env_id
+
+    size = _sizes(quick)
+    out: dict[str, Any] = {"method": "reset_rate: reset() calls per CPU second, alternating rounds, best round",
+                           "pairs": {}}
+    for new, old in RESET_PAIRS:
+        ids = (env_id(new, version="v1"), env_id(old, version="v0"))
+        envs = [gym.make(i) for i in ids]
+        rates: list[list[float]] = [[], []]
+        for r in range(size["rounds"]):
+            for k, env in enumerate(envs):
+                rates[k].append(reset_rate(env, size["seconds"] / 2, seed=r))
+        best = [max(x) for x in rates]
+        out["pairs"][f"{new}-v1 / {old}-v0"] = {"resets_per_s": dict(zip(ids, best)), "ratio": best[0] / best[1]}
+    return out
 
 
 # ---------------------------------------------------------------------------- vector env
@@ -358,6 +394,7 @@ def bench_grpo(side: str, quick: bool) -> dict[str, Any]:
 WORKERS = {
     "env": lambda quick: bench_env(quick),
     "vector": lambda quick: bench_vector(quick),
+    "reset": lambda quick: bench_reset(quick),
     "ppo_mlp": lambda quick: bench_ppo("mlp", quick),
     "ppo_transformer": lambda quick: bench_ppo("transformer", quick),
     "ppo_naive": lambda quick: bench_ppo("naive", quick),
@@ -367,7 +404,7 @@ WORKERS = {
     "grpo_maskable": lambda quick: bench_grpo("maskable", quick),
     "grpo_sampling": lambda quick: bench_grpo("sampling", quick),
 }
-PARTS = {"env": ("env",), "vector": ("vector",), "ppo": ("ppo_mlp", "ppo_transformer", "ppo_naive"),
+PARTS = {"env": ("env",), "reset": ("reset",), "vector": ("vector",), "ppo": ("ppo_mlp", "ppo_transformer", "ppo_naive"),
          "bc": ("bc_trimmed", "bc_padded"), "grpo": ("grpo_group", "grpo_maskable", "grpo_sampling")}
 
 
@@ -413,6 +450,9 @@ def summarize(results: dict[str, Any]) -> dict[str, Any]:
     goals: dict[str, Any] = {}
     if "env" in results:
         goals["env_vs_cartpole"] = {"ratio": results["env"]["ratio"]}
+    if "reset" in results:
+        # The training set's row: the one the issue's goal (v1 resets >= half of v0's) is about.
+        goals["v1_reset_vs_v0"] = {"ratio": results["reset"]["pairs"]["Compose-L1to3-v1 / Compose-L3-v0"]["ratio"]}
     if "vector" in results:
         goals["vector_vs_sync"] = {"ratio": results["vector"]["ratio"]}
     ppo = results.get("ppo", {})
@@ -440,6 +480,10 @@ def table(doc: dict[str, Any]) -> str:
         g = e["gymnasium_benchmark_step"]
         rows.append(("  gymnasium benchmark_step (uniform actions)", f"{g['steps_per_s'][ENV_ID]:,.0f} steps/s",
                      f"x{g['ratio']:.2f} vs CartPole-v1", ""))
+    for name, x in r.get("reset", {}).get("pairs", {}).items():
+        new_id, old_id = x["resets_per_s"]
+        rows.append((f"reset: {name}", f"{x['resets_per_s'][new_id]:,.0f} resets/s",
+                     f"x{x['ratio']:.2f} vs v0 ({x['resets_per_s'][old_id]:,.0f}/s)", ""))
     if "vector" in r:
         v = r["vector"]
         rows.append((f"vector env N={v['num_envs']}: CompositionVectorEnv",
@@ -500,7 +544,7 @@ def run(quick: bool = False, parts: tuple[str, ...] = tuple(PARTS), json_path: s
                            "command": " ".join(sys.argv), "machine": machine(), "results": {}}
     rounds = _sizes(quick)["rounds"]
     for part in parts:
-        if part in ("env", "vector"):  # both sides alternate inside one process
+        if part in ("env", "reset", "vector"):  # both sides alternate inside one process
             log(f"[bench] {part} ...", file=sys.stderr)
             doc["results"][part] = _run_worker(part, quick)
             continue

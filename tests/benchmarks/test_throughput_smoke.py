@@ -30,7 +30,11 @@ def positive(x) -> bool:
 def test_every_part_is_measured(quick_run):
     r = quick_run["results"]
     assert quick_run["quick"] is True
-    assert set(r) == {"env", "vector", "ppo", "bc", "grpo"}
+    assert set(r) == {"env", "reset", "vector", "ppo", "bc", "grpo"}
+    assert len(r["reset"]["pairs"]) == len(throughput.RESET_PAIRS)
+    for pair in r["reset"]["pairs"].values():
+        assert all(positive(v) for v in pair["resets_per_s"].values()) and positive(pair["ratio"])
+    assert quick_run["goals"]["v1_reset_vs_v0"]["ratio"] == r["reset"]["pairs"]["Compose-L1to3-v1 / Compose-L3-v0"]["ratio"]
     assert set(r["grpo"]) == {"group", "maskable", "sampling"}
     assert all(positive(v["tokens_per_s"]) for v in r["grpo"].values())
     assert positive(quick_run["goals"]["grpo_vs_maskable_ppo"]["ratio"])
