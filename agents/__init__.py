@@ -1,7 +1,7 @@
 """Agents for composition-gym: a transformer policy, behavior cloning, PPO wiring, plug-in agents
 and evaluation.
 
-``import agents`` makes the SB3 policy classes importable, so ``PPO.load`` / ``MaskablePPO.load``
+``import composition_gym.agents`` makes the SB3 policy classes importable, so ``PPO.load`` / ``MaskablePPO.load``
 read saved models without ``custom_objects``.
 """
 
