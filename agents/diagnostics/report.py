@@ -228,6 +228,16 @@ def save_json(results: dict[str, dict[str, Any]], path: str) -> None:
         json.dump(results, f, indent=1)
 
 
+def _finish_layer_axis(ax, xlabel: str, ylabel: str, title: str) -> None:
+    """Integer layer ticks, labels, a [0, 1] share axis and a small legend."""
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=6)
+
+
 def save_figure(results: dict[str, dict[str, Any]], path: str) -> str:
     """One PNG, three panels: first-error anatomy per env, skill-probe accuracy by layer per env,
     attention share to the own call by layer per env (one line style per model).  Returns ``path``."""
@@ -262,12 +272,8 @@ def save_figure(results: dict[str, dict[str, Any]], path: str) -> str:
             ax.plot(range(len(accs)), accs, styles[m % 4], marker="o", color=f"C{j}",
                     label=env + (f" [{name}]" if len(results) > 1 else ""))
             ax.axhline(r["probes"]["chance"]["skill"][env], color=f"C{j}", lw=0.7, ls=":")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("layer (0 = embeddings)")
-    ax.set_ylabel("probe accuracy (dotted: chance)")
-    ax.set_title("skill probe at each step's opener (fit on ID)")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=6)
+    _finish_layer_axis(ax, "layer (0 = embeddings)", "probe accuracy (dotted: chance)",
+                       "skill probe at each step's opener (fit on ID)")
     ax = axes[2]
     for m, (name, r) in enumerate(results.items()):
         if not r.get("attention"):
@@ -277,12 +283,8 @@ def save_figure(results: dict[str, dict[str, Any]], path: str) -> str:
             ax.plot(range(1, len(best) + 1), best, styles[m % 4], marker="o", color=f"C{j}",
                     label=env + (f" [{name}]" if len(results) > 1 else ""))
             ax.axhline(att["chance_share"], color=f"C{j}", lw=0.7, ls=":")
-    ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.set_xlabel("layer")
-    ax.set_ylabel("own call / all calls (best head)")
-    ax.set_title("attention to the step's own call (dotted: chance)")
-    ax.set_ylim(0, 1.02)
-    ax.legend(fontsize=6)
+    _finish_layer_axis(ax, "layer", "own call / all calls (best head)",
+                       "attention to the step's own call (dotted: chance)")
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=90)
