@@ -43,6 +43,9 @@ class Budget:
         eval_episodes: problems per evaluation set and run.
         samples: samples per problem for sampled success and pass@k (k = ``samples``).
         temperature: sampling temperature of the evaluation.
+        diag_episodes: episodes per evaluation set for the module diagnostics of each run
+            (:mod:`composition_gym.agents.diagnostics`: error anatomy, probes, attention to the
+            call); 0 skips them.
         bc: further keyword arguments of :func:`composition_gym.agents.behavior_cloning`.
         grpo: :class:`composition_gym.agents.grpo.GRPOConfig` fields (``iterations`` is derived
             from ``rl_episodes``).
@@ -56,6 +59,7 @@ class Budget:
     eval_episodes: int
     samples: int = 8
     temperature: float = 1.0
+    diag_episodes: int = 100
     bc: dict[str, Any] = field(default_factory=dict)
     grpo: dict[str, Any] = field(default_factory=dict)
     ppo: dict[str, Any] = field(default_factory=dict)
@@ -67,6 +71,8 @@ class Budget:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"budget.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.diag_episodes, int) or isinstance(self.diag_episodes, bool) or self.diag_episodes < 0:
+            raise ValueError(f"budget.diag_episodes must be an integer >= 0, got {self.diag_episodes!r}")
         for name in ("sft_epochs", "temperature"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
@@ -81,7 +87,7 @@ def _bc_budget(preset: str, **bc: Any) -> dict[str, Any]:
             "bc": {"settings": preset, **bc}}
 
 
-_TINY = Budget(**_bc_budget("tiny", eval_episodes=0), rl_episodes=32, eval_episodes=4, samples=4,
+_TINY = Budget(**_bc_budget("tiny", eval_episodes=0), rl_episodes=32, eval_episodes=4, samples=4, diag_episodes=2,
                grpo={"problems_per_iter": 4, "group_size": 4},
                ppo={"n_steps": 16, "batch_size": 32, "n_epochs": 1, "n_envs": 2})
 #: Budgets by profile and name.  ``tiny`` is plumbing only (seconds per run).  ``small/default``
@@ -138,7 +144,8 @@ def cell_specs(cell: Mapping[str, Any], seeds: Sequence[int], budget: Budget, co
     model = dict(budget.model)
     if cell.get("d_model") is not None:
         model["d_model"] = int(cell["d_model"])
-    evaluation = {"episodes": budget.eval_episodes, "samples": budget.samples, "temperature": budget.temperature}
+    evaluation = {"episodes": budget.eval_episodes, "samples": budget.samples, "temperature": budget.temperature,
+                  "diag_episodes": budget.diag_episodes}
     tag = cell_tag(cell)
     specs = []
     for seed in seeds:
@@ -195,7 +202,8 @@ def sft_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
                                  tensorboard_log=str(ctx.log_dir), progress=False, threads=1, **config["bc"])
     ctx.report(stage="sft_trained", **{f"bc/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
     _save_atomic(lm, ctx.artifact_dir / "sft.pt")
-    return {"condition": "sft", "seed": config["seed"], "metrics": evaluate_sets(lm, config, ctx), **_split(stats)}
+    return {"condition": "sft", "seed": config["seed"], "metrics": evaluate_sets(lm, config, ctx),
+            "diagnostics": diagnostics(lm, config), **_split(stats)}
 
 
 def rl_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
@@ -212,7 +220,8 @@ def rl_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     else:
         lm, stats = _train_ppo(rl_id, lm, config, ctx)
     ctx.report(stage="rl_trained", **{f"rl/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
-    return {"condition": cond.key, "seed": sft["seed"], "metrics": evaluate_sets(lm, sft, ctx), **_split(stats)}
+    return {"condition": cond.key, "seed": sft["seed"], "metrics": evaluate_sets(lm, sft, ctx),
+            "diagnostics": diagnostics(lm, sft), **_split(stats)}
 
 
 #: Trainer statistics that measure speed, not learning: they differ between two runs of the same
@@ -292,6 +301,23 @@ def evaluate_sets(lm: Any, config: Mapping[str, Any], ctx: RunContext) -> dict[s
     for key, m in metrics.items():
         ctx.report(stage="evaluated", **{f"{key}/{k}": v for k, v in m.items() if v is not None})
     return metrics
+
+
+def diagnostics(lm: Any, config: Mapping[str, Any]) -> dict[str, str] | None:
+    """The module diagnostics of one run's model (``None`` when ``diag_episodes`` is 0): error anatomy
+    on the family's evaluation sets, probes fit on the first of them (seen compositions), attention
+    to the call; as the rows of ``compgym diagnose``'s comparison table, so the report can set
+    conditions side by side."""
+    n = config["eval"].get("diag_episodes", 0)
+    if not n:
+        return None
+    from composition_gym.agents.diagnostics.report import DiagnoseConfig, comparison_rows, diagnose
+
+    fam = FAMILIES[config["family"]]
+    ids = _ids(config, list(fam.evals.values()))
+    cfg = DiagnoseConfig(env_ids=ids, fit_env=ids[0], episodes=n, probe_episodes=2 * n, probe_test_episodes=n,
+                         attention_episodes=max(1, n // 2), seed=EVAL_SEED_OFFSET + config["seed"])
+    return comparison_rows(diagnose(lm, cfg))
 
 
 def _measures(m: Mapping[str, float], k: int) -> dict[str, float | None]:

@@ -67,6 +67,25 @@ def _measures_table(doc: Mapping) -> list[str]:
     return lines + [""]
 
 
+def _diagnostics_table(doc: Mapping) -> list[str]:
+    """Module diagnostics of each condition, seed by seed (rows: ``compgym diagnose``'s comparison rows)."""
+    runs = [r for r in doc["runs"] if r.get("diagnostics")]
+    if not runs:
+        return []
+    lines = ["", "## Module diagnostics per condition", "",
+             "Error anatomy (first wrong step: wrong module / wrong execution / other, in %), linear probes "
+             "of the skill, routing and step index per layer (fit on seen compositions), and the attention "
+             "share on each step's own call per layer (`compgym diagnose`; shares in %).", ""]
+    for seed in sorted({r["seed"] for r in runs}):
+        of_seed = [r for r in runs if r["seed"] == seed]
+        names = [CONDITIONS[r["condition"]].label for r in of_seed]
+        rows = list(dict.fromkeys(k for r in of_seed for k in r["diagnostics"]))
+        lines += [f"Seed {seed}:", "", "| measure | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+        lines += ["| " + " | ".join([row, *(r["diagnostics"].get(row, "–") for r in of_seed)]) + " |" for row in rows]
+        lines.append("")
+    return lines
+
+
 def markdown(doc: Mapping) -> str:
     """The results document as markdown: provenance, one table per claim, then the verdicts."""
     meta, summary = doc["meta"], doc["summary"]
@@ -122,6 +141,7 @@ def markdown(doc: Mapping) -> str:
                   "sharpen it?):", "", "| claim | comparison | difference (points) | verdict |", "|---|---|---|---|"]
         for v in doc["verdicts_pass_at_k"]:
             lines.append(f"| {v['claim'][-1]} | {v['comparison']} | {_pct(v['diff'])} | {v['verdict']} |")
+    lines += _diagnostics_table(doc)
     checks = doc.get("checks", {})
     if checks:
         lines += ["", "Checks: " + "; ".join(f"{k} = {v}" for k, v in checks.items()) + "."]

@@ -100,8 +100,8 @@ def sweep_specs(grid: Grid, seeds: Sequence[int], budget: protocol.Budget, *, pr
 # ---------------------------------------------------------------------------- the table
 def run_rows(records: Sequence[Mapping]) -> list[dict]:
     """Store records as claims' run rows (``seed``, ``condition``, ``metrics``)."""
-    return [{"seed": r["result"]["seed"], "condition": r["result"]["condition"], "metrics": r["result"]["metrics"]}
-            for r in records]
+    return [{"seed": r["result"]["seed"], "condition": r["result"]["condition"], "metrics": r["result"]["metrics"],
+             "diagnostics": r["result"].get("diagnostics")} for r in records]
 
 
 def headroom(runs: Sequence[Mapping], env: str, episodes: int) -> dict | None:

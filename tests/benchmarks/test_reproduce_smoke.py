@@ -29,6 +29,11 @@ def test_runs_carry_every_measure_on_every_eval_set(tiny_run):
         assert set(run["metrics"]) == set(FAMILIES["compose"].evals)
         for m in run["metrics"].values():
             assert set(m) == set(MEASURES) and 0.0 <= m["greedy"] <= m["pass_at_k"] <= 1.0
+        # the module diagnostics of each arm's model, as compgym diagnose's comparison rows
+        rows = run["diagnostics"]
+        assert any(k.startswith("probe skill by layer") for k in rows)
+        assert any(k.startswith("own-call share by layer") for k in rows)
+        assert any(k.startswith("all steps right") for k in rows)
     assert doc["checks"]["sft_covers_every_skill_and_routing"]
     assert {v["measure"] for v in doc["verdicts_pass_at_k"]} == {"pass_at_k"}
 
@@ -39,7 +44,7 @@ def test_outputs_are_written_and_well_formed(tiny_run):
     assert saved["meta"]["command"] == "pytest smoke" and saved["meta"]["version"] == "v1"
     assert saved["meta"]["budget"]["rl_episodes"] == BUDGETS["small"]["tiny"].rl_episodes
     text = (root / "results" / "reproduce.md").read_text()
-    for title in ("Claim 1", "Claim 2", "Claim 3", "Every measure", "Verdicts"):
+    for title in ("Claim 1", "Claim 2", "Claim 3", "Every measure", "Verdicts", "Module diagnostics per condition"):
         assert f"## {title}" in text
     for block in (b for b in text.split("\n\n") if b.startswith("|")):
         rows = block.splitlines()  # every row of a table has as many cells as its header
