@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from composition_gym.agents.bc import DEFAULT_CONFIG, behavior_cloning
-from composition_gym.agents.evaluation import EvalReport, evaluate
+from composition_gym.agents.evaluation import EvalReport, evaluate, paired_differences
 from composition_gym.agents.ppo import ALGOS, bc_then_ppo, load_model, next_run_dir, train_ppo
 from composition_gym.agents.settings import BC_PRESETS, DEMO_BUDGETS, bc_config, resolve_threads, torch_threads
 from composition_gym.agents.transformer import TransformerLM
@@ -115,8 +115,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         report = evaluate(agent, env_ids, args.episodes, seed=args.seed, samples=args.samples,
                           temperature=args.temperature)
     print(report.table(f"{args.model}: {args.episodes} episodes per env, seed {args.seed}"))
+    doc = report.to_dict()
+    if args.baseline:
+        base = load_agent_file(args.baseline)
+        if args.samples and not isinstance(base, TransformerLM):
+            raise ValueError("--samples with --baseline needs a TransformerLM baseline (.pt or 'pretrained')")
+        with torch_threads(args.threads):
+            before = evaluate(base.to(args.device) if isinstance(base, TransformerLM) else base, env_ids,
+                              args.episodes, seed=args.seed, samples=args.samples, temperature=args.temperature)
+        doc["paired_vs_baseline"] = diffs = paired_differences(before, report)
+        print(f"\n{args.model} - {args.baseline}, paired over the same problems (points, ± standard error):")
+        for env, row in diffs.items():
+            cells = "  ".join(f"{m} {100 * v['before']:.1f} -> {100 * v['after']:.1f} "
+                              f"({100 * v['diff']:+.1f} ± {100 * v['se']:.1f})" for m, v in row.items())
+            print(f"  {short_name(env)}: {cells}")
     if args.json:
-        report.save_json(args.json)
+        with open(args.json, "w") as f:
+            json.dump(doc, f, indent=1)
         print(f"wrote {args.json}")
     return 0
 
@@ -243,6 +258,8 @@ def register(subparsers) -> None:
     p.add_argument("--samples", type=int, default=0, help="also sample K completions per problem: pass@K, headroom")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (with --samples)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (TransformerLM checkpoints)")
+    p.add_argument("--baseline", metavar="MODEL", help="also evaluate MODEL on the same problems and print the "
+                   "paired differences (model - baseline) with their standard errors")
     _common(p)
     p.set_defaults(func=_cmd_eval)
 

@@ -331,4 +331,40 @@ def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int 
     return EvalReport(records, ids, seed, episodes, time.perf_counter() - t0, samples, float(temperature))
 
 
-__all__ = ["Episode", "EvalReport", "evaluate", "rollout", "sample_successes"]
+def paired_differences(before: EvalReport, after: EvalReport) -> dict[str, dict[str, dict[str, float]]]:
+    """``after - before`` on the same problems, per env id and measure, with its standard error.
+
+    Both reports must come from :func:`evaluate` with the same env ids, episodes, seed and
+    ``samples``, so episode ``i`` of an env is the same problem in both.  Measures: ``greedy``
+    success and, with samples, ``sampled`` (mean over the samples) and ``pass@k``.  Returns
+    ``{env id: {measure: {"before", "after", "diff", "se"}}}``; ``se`` is the standard error of the
+    mean per-problem difference (the pairing removes the problems' own difficulty from it).
+
+    Raises:
+        ValueError: when the reports did not play the same problems.
+    """
+    same = (before.env_ids == after.env_ids and before.seed == after.seed
+            and before.episodes_per_env == after.episodes_per_env and before.samples == after.samples)
+    if not same:
+        raise ValueError("paired differences need two evaluations of the same env ids, episodes, seed and samples")
+    measures = {"greedy": lambda e: float(e.success)}
+    if before.samples:
+        measures["sampled"] = lambda e: float(np.mean(e.samples))
+        measures[f"pass@{before.samples}"] = lambda e: float(any(e.samples))
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for env in before.env_ids:
+        pairs = [(a, b) for a, b in zip(before.episodes, after.episodes) if a.env_id == env]
+        if any(a.seed != b.seed for a, b in pairs):
+            raise ValueError(f"paired differences: the reports played different problems on {env}")
+        row = {}
+        for name, f in measures.items():
+            x = np.array([f(a) for a, _ in pairs])
+            y = np.array([f(b) for _, b in pairs])
+            d = y - x
+            se = float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else float("nan")
+            row[name] = {"before": float(x.mean()), "after": float(y.mean()), "diff": float(d.mean()), "se": se}
+        out[env] = row
+    return out
+
+
+__all__ = ["Episode", "EvalReport", "evaluate", "paired_differences", "rollout", "sample_successes"]

@@ -223,3 +223,18 @@ def test_all_steps_correct_is_reported_where_the_env_gives_it():
     report = evaluate(ExpertPolicy(), ["composition_gym/Compose-L3-v1"], episodes=4)
     reported = [e.all_steps_correct for e in report.episodes if e.all_steps_correct is not None]
     assert reported == [] or all(reported)  # where a v1 env reports it, the expert gets every step right
+
+
+def test_paired_differences_pair_the_same_problems(small_lm):
+    from composition_gym.agents.evaluation import paired_differences
+
+    env = "composition_gym/Compose-L3-v1"
+    a = evaluate(small_lm, [env], episodes=8, seed=5, samples=2)
+    b = evaluate(composition_gym.ExpertPolicy(), [env], episodes=8, seed=5)
+    with pytest.raises(ValueError, match="same env ids, episodes, seed and samples"):
+        paired_differences(a, b)
+    expert = evaluate(composition_gym.ExpertPolicy(), [env], episodes=8, seed=5)
+    d = paired_differences(evaluate(small_lm, [env], episodes=8, seed=5), expert)[env]["greedy"]
+    assert d["after"] == 1.0 and d["diff"] == pytest.approx(1.0 - d["before"])
+    same = paired_differences(a, a)[env]
+    assert all(v["diff"] == 0.0 and v["se"] == 0.0 for v in same.values())

@@ -33,6 +33,25 @@ def test_eval_command_on_an_lm_checkpoint_writes_json(tmp_path, small_lm, capsys
         "composition_gym/OOD-Unseen-L3-v0", "composition_gym/OOD-Depth-L4-v0"}
 
 
+def test_eval_against_a_baseline_prints_and_saves_paired_differences(tmp_path, small_lm, capsys):
+    import torch
+
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    small_lm.save(a)
+    with torch.no_grad():
+        small_lm.head.bias[:] = 0.0  # another model: a different head
+    small_lm.save(b)
+    out = tmp_path / "r.json"
+    argv = ["eval", str(b), "--baseline", str(a), "--env", "Compose-L3-v1", "--episodes", "6", "--samples", "2",
+            "--json", str(out), "--threads", "1"]
+    assert _run(argv) == 0
+    assert "paired over the same problems" in capsys.readouterr().out
+    diffs = json.loads(out.read_text())["paired_vs_baseline"]["composition_gym/Compose-L3-v1"]
+    assert set(diffs) == {"greedy", "sampled", "pass@2"}
+    for v in diffs.values():
+        assert v["diff"] == pytest.approx(v["after"] - v["before"])
+
+
 def test_train_then_eval_the_saved_zip(tmp_path, capsys):
     model = tmp_path / "m.zip"
     assert _run(["train", "--env", "Compose-L3-v0", "--bc-preset", "tiny", "--bc-episodes", "32", "--ppo-steps", "128",
