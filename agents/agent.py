@@ -199,6 +199,23 @@ class TextAgent:
         return ids
 
 
+def load_agent(path: str) -> Any:
+    """A saved model by path: an SB3 ``.zip`` (:func:`~composition_gym.agents.ppo.load_model`), a
+    :class:`TransformerLM` checkpoint, or ``"pretrained"`` / ``"pretrained:NAME"`` (a checkpoint
+    shipped in the package).  The one loader of the CLI's commands."""
+    if path == "pretrained" or path.startswith("pretrained:"):
+        from composition_gym.agents.pretrained import pretrained
+
+        return pretrained(path.partition(":")[2] or "small")
+    if path.endswith(".zip"):
+        from composition_gym.agents.ppo import load_model
+
+        return load_model(path)
+    from composition_gym.agents.transformer import TransformerLM
+
+    return TransformerLM.load(path)
+
+
 def as_agent(agent: Any) -> Any:
     """An :class:`Agent` for ``agent``: an SB3 model, a :class:`TransformerLM`, or an agent already."""
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -213,5 +230,5 @@ def as_agent(agent: Any) -> Any:
     return agent
 
 
-__all__ = ["Agent", "LMAgent", "RandomAgent", "SB3Agent", "TextAgent", "as_agent",
+__all__ = ["Agent", "LMAgent", "RandomAgent", "SB3Agent", "TextAgent", "as_agent", "load_agent",
            "trace_so_far", "trace_start"]

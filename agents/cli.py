@@ -13,30 +13,13 @@ import time
 from typing import Any
 
 from composition_gym.agents.bc import DEFAULT_CONFIG, behavior_cloning
+from composition_gym.agents.agent import load_agent
 from composition_gym.agents.evaluation import EvalReport, evaluate, paired_differences
-from composition_gym.agents.ppo import ALGOS, bc_then_ppo, load_model, next_run_dir, train_ppo
+from composition_gym.agents.ppo import ALGOS, bc_then_ppo, next_run_dir, train_ppo
 from composition_gym.agents.settings import BC_PRESETS, DEMO_BUDGETS, bc_config, resolve_threads, torch_threads
 from composition_gym.agents.transformer import TransformerLM
 from composition_gym.cli import LAZY_COMMANDS, nonnegative_int, positive_float, positive_int, render_table
 from composition_gym.registration import SUITES, env_id, resolve_env_id, short_name, suite
-
-
-def load_agent_file(path: str) -> Any:
-    """An SB3 ``.zip`` (via :func:`~composition_gym.agents.ppo.load_model`), a :class:`TransformerLM`
-    checkpoint, or ``"pretrained"`` / ``"pretrained:NAME"`` (a checkpoint shipped in the package)."""
-    if path == "pretrained" or path.startswith("pretrained:"):
-        from composition_gym.agents.pretrained import pretrained
-
-        return pretrained(path.partition(":")[2] or "small")
-    if path.endswith(".zip"):
-        return load_model(path)
-    try:
-        return TransformerLM.load(path)
-    except ValueError as err:
-        if err.__cause__ is not None:  # torch's unpickling message advises weights_only=False: wrong for a bad file
-            raise ValueError(f"{path!r} is not a readable TransformerLM checkpoint (corrupt, truncated or not "
-                             f"written by TransformerLM.save)") from err
-        raise
 
 
 # ---------------------------------------------------------------------------- train
@@ -75,7 +58,7 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
 
     rl_id = resolve_env_id((args.rl_env or args.env)[0])
     if args.init:
-        lm = load_agent_file(args.init)
+        lm = load_agent(args.init)
         if not isinstance(lm, TransformerLM):
             raise ValueError(f"--init needs a TransformerLM checkpoint (.pt) or 'pretrained', got {args.init!r}")
     else:
@@ -105,7 +88,7 @@ def _cmd_train_grpo(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from composition_gym.agents.settings import torch_threads
 
-    agent = load_agent_file(args.model)
+    agent = load_agent(args.model)
     env_ids = [resolve_env_id(e) for e in args.env] if args.env else suite(args.suite, args.profile)
     if args.samples and not isinstance(agent, TransformerLM):
         raise ValueError("--samples needs a TransformerLM checkpoint (.pt or 'pretrained')")
@@ -117,7 +100,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     print(report.table(f"{args.model}: {args.episodes} episodes per env, seed {args.seed}"))
     doc = report.to_dict()
     if args.baseline:
-        base = load_agent_file(args.baseline)
+        base = load_agent(args.baseline)
         if args.samples and not isinstance(base, TransformerLM):
             raise ValueError("--samples with --baseline needs a TransformerLM baseline (.pt or 'pretrained')")
         with torch_threads(args.threads):
@@ -283,4 +266,4 @@ def _common(p: argparse.ArgumentParser, profile: bool = True) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
-__all__ = ["comparison_table", "load_agent_file", "register"]
+__all__ = ["comparison_table", "register"]

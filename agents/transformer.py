@@ -479,7 +479,9 @@ class TransformerLM(nn.Module):
             # weights_only: a checkpoint is data, never code to run.
             payload = torch.load(path, map_location=map_location, weights_only=True)
         except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
-            raise ValueError(f"{path!r} is not a readable TransformerLM checkpoint (corrupt or not a torch file): {err}") from err
+            # Not torch's message: for a damaged file it advises weights_only=False, which is wrong here.
+            raise ValueError(f"{path!r} is not a readable TransformerLM checkpoint (corrupt, truncated or not "
+                             f"written by TransformerLM.save: {type(err).__name__})") from err
         if not isinstance(payload, dict) or payload.get("format") != _FORMAT:
             raise ValueError(f"{path!r} is not a TransformerLM checkpoint (missing format tag {_FORMAT!r})")
         if payload.get("version") != _FORMAT_VERSION:

@@ -16,7 +16,8 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     import torch
 
     from composition_gym.agents.diagnostics.report import (
-        DiagnoseConfig, comparison_table, diagnose, load, save_figure, save_json)
+        DiagnoseConfig, comparison_table, diagnose, save_figure, save_json)
+    from composition_gym.agents.agent import load_agent
 
     torch.set_num_threads(max(1, args.threads))
     config = DiagnoseConfig(seed=args.seed, episodes=args.episodes, probe_episodes=args.probe_episodes,
@@ -32,7 +33,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
     results = {}
     for name, path in zip(names, paths):
         try:
-            model = load(path)
+            model = load_agent(path)
         except (FileNotFoundError, ValueError) as err:
             print(f"compgym diagnose: {err}", file=sys.stderr)
             return 2

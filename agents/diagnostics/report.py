@@ -78,17 +78,6 @@ def as_lm(model: Any) -> Any | None:
     return None
 
 
-def load(path: str) -> Any:
-    """A saved model: an SB3 ``.zip`` or a :class:`TransformerLM` checkpoint."""
-    if path.endswith(".zip"):
-        from composition_gym.agents.ppo import load_model
-
-        return load_model(path)
-    from composition_gym.agents.transformer import TransformerLM
-
-    return TransformerLM.load(path)
-
-
 def diagnose(model: Any, config: DiagnoseConfig | None = None) -> dict[str, Any]:
     """Anatomy of ``model``'s errors, and (for a transformer) probes and attention to the call.
 
@@ -292,5 +281,5 @@ def save_figure(results: dict[str, dict[str, Any]], path: str) -> str:
     return path
 
 
-__all__ = ["DiagnoseConfig", "as_lm", "comparison_table", "diagnose", "load", "save_figure", "save_json",
+__all__ = ["DiagnoseConfig", "as_lm", "comparison_table", "diagnose", "save_figure", "save_json",
            "summary_scalars", "write_scalars", "comparison_rows", "log_to_tensorboard"]
