@@ -55,3 +55,18 @@ def test_agents_example_runs_and_writes_bc_curves_beside_ppo(tmp_path, monkeypat
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     assert {"bc/loss", "bc/heldout_success", "bc/heldout_success/Compose-L3-v0", "eval_id/success"} <= tags
+
+
+def test_group_relative_rl_example_runs(tmp_path, monkeypatch, capsys):
+    code = re.search(r"## Group-relative RL.*?```python\n(.*?)```", README, re.S).group(1)
+    # Only the budgets shrink (explicit substitutions); calls and arguments stay as printed.
+    for old, new in [("problems_per_iter=256, group_size=8, lr=2e-4",
+                      "problems_per_iter=4, group_size=4, lr=2e-4, iterations=2"),
+                     ('eval_env_ids={"id": ids, "ood": ood}', 'eval_env_ids={"id": ids[:1]}, eval_episodes=2'),
+                     ("episodes=400, samples=8", "episodes=3, samples=2")]:
+        assert old in code
+        code = code.replace(old, new)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README-grpo", "exec"), {})
+    assert "pass@2" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "grpo_1" / "grpo_checkpoint.pt").exists()
