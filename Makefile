@@ -19,8 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/compgym demo
 
+# The whole suite on every core (pytest-xdist); the tests that share the session's BC model run
+# on one worker (xdist_group), so it is trained once.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadgroup
 
 # Everything not marked slow, on every core (pytest-xdist): about a minute on 2 cores.
 test-fast: $(STAMP)
