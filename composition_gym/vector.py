@@ -391,7 +391,8 @@ class CompositionVectorEnv(VectorEnv):
         pos += 1
         self._pos[idx] = pos
         valid = self._mask[idx, a]
-        rows, tok = idx[valid], a[valid]
+        valid_at = np.flatnonzero(valid)
+        rows, tok = idx[valid_at], a[valid_at]
         letters_before = self._states.letters[rows]
         events = self.grammar.advance_batch(self._states, rows, tok)
 
@@ -412,10 +413,10 @@ class CompositionVectorEnv(VectorEnv):
             self._written[closed] = k + 1
             self._cur[closed] = T.PAD_ID
             self._cur_tags[closed] = 0
-            correct[np.flatnonzero(valid)[closing]] = same & (k < self._n_segments[closed] - 1)
+            correct[valid_at[closing]] = same & (k < self._n_segments[closed] - 1)
 
         terminated = ~valid
-        terminated[np.flatnonzero(valid)[events == EOS_EVENT]] = True
+        terminated[valid_at[events == EOS_EVENT]] = True
         truncated = ~terminated & (pos >= self.max_len)
         malformed = ~valid | truncated
         self._malformed[idx[malformed]] = True
