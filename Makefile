@@ -19,10 +19,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/compgym demo
 
-# The whole suite, in one process: the slow tests share one session-scoped BC model (trained
-# once, about 9 minutes); under pytest-xdist each worker trained its own copy.
+# The whole suite on every core (pytest-xdist).  --dist loadgroup keeps the tests marked
+# xdist_group("bc_run") on one worker, so the session's BC model (about 9 minutes) is trained once.
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n auto --dist loadgroup
 
 # Everything not marked slow, on every core (pytest-xdist): about a minute on 2 cores.
 test-fast: $(STAMP)

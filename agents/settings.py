@@ -13,8 +13,8 @@ name           episodes  epochs  what it is for
 =============  ========  ======  ============================================================
 ``tiny``       64        1       plumbing only (tests, ``--quick``): seconds, learns nothing
 ``demo``       20,000    19.2    ``compgym demo`` (3,000 steps; 97 % ID success in the README)
-``reproduce``  20,000    12.8    each seed of ``compgym reproduce`` (2,000 steps: 3 seeds x 4
-                                 conditions fit 30 CPU minutes)
+``reproduce``  14,000    12.8    each seed of ``compgym reproduce`` (1,400 steps: the SFT budget
+                                 that left the most reachable headroom at L=3; README, "Reproducing")
 ``default``    20,000    25.6    :func:`behavior_cloning`'s default and the acceptance test
                                  (4,000 steps; >= 90 % greedy success on ``Compose-L3-v0``)
 =============  ========  ======  ============================================================
@@ -92,7 +92,7 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 BC_PRESETS: dict[str, BCConfig] = {
     "tiny": BCConfig(episodes=64, epochs=1.0, eval_episodes=8, eval_every=0),
     "demo": BCConfig(episodes=20_000, epochs=19.2, eval_episodes=200),
-    "reproduce": BCConfig(episodes=20_000, epochs=12.8, eval_episodes=200),
+    "reproduce": BCConfig(episodes=14_000, epochs=12.8, eval_episodes=200),
     "default": BCConfig(),
 }
 

@@ -228,9 +228,13 @@ def run_local(specs: Sequence[RunSpec], store: RunStore, *, workers: int = 1, pr
     executor: Any = _Inline() if workers == 1 else ProcessPoolExecutor(
         workers, mp_context=multiprocessing.get_context("spawn"))
     pending: dict[Future, RunSpec] = {}
+    # Runs that others wait for start first (an SFT run before the RL arms of an earlier seed), so
+    # a slow arm never holds a worker while the next seed's SFT, and everything after it, waits.
+    dependents = {key: sum(key in s.deps for s in specs) for key in by_key}
     try:
         while waiting or pending:
-            for spec in [s for s in waiting if all(store.done(d) for d in s.deps)][: max(1, workers - len(pending))]:
+            ready = sorted((s for s in waiting if all(store.done(d) for d in s.deps)), key=lambda s: -dependents[s.key])
+            for spec in ready[: max(1, workers - len(pending))]:
                 waiting.remove(spec)
                 if progress is not None:
                     progress.started(spec)

@@ -77,6 +77,15 @@ class Budget:
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
                 raise ValueError(f"budget.{name} must be a positive number, got {value!r}")
+        if self.grpo:  # a bad trainer setting fails here, not minutes later inside a worker
+            from composition_gym.agents.grpo import GRPOConfig
+
+            try:
+                GRPOConfig(**self.grpo).validate()
+            except TypeError:
+                known = sorted(GRPOConfig().to_dict())
+                raise ValueError(f"budget.grpo has unknown field(s) {sorted(set(self.grpo) - set(known))}; "
+                                 f"known: {known}") from None
 
 
 def _bc_budget(preset: str, **bc: Any) -> dict[str, Any]:
@@ -91,16 +100,20 @@ _TINY = Budget(**_bc_budget("tiny", eval_episodes=0), rl_episodes=32, eval_episo
                grpo={"problems_per_iter": 4, "group_size": 4},
                ppo={"n_steps": 16, "batch_size": 32, "n_epochs": 1, "n_envs": 2})
 #: Budgets by profile and name.  ``tiny`` is plumbing only (seconds per run).  ``small/default``
-#: is the regime of ``make reproduce``: the agents' ``reproduce`` BC preset on the depth-mixed
-#: set (20k expert episodes, 12.8 epochs), 8,192 RL episodes per arm (16 group-relative
-#: iterations of 64 problems x 8 samples; MaskablePPO gets as many episodes), 200 problems per
-#: evaluation set with 8 samples each.  ``paper/default`` is a starting point for a GPU, not a
-#: tuned budget.
+#: is the regime of ``make reproduce`` (chosen from the measurements in the README, "Reproducing"):
+#: the agents' ``reproduce`` BC preset's 12.8 epochs over 14,000 expert episodes of the depth-mixed
+#: set, where SFT leaves the most reachable headroom at L=3 we measured (pass@8 - greedy of
+#: 15-18 points; 10k episodes solve almost nothing at L=3, 20k leave less); 8,192 RL episodes per
+#: arm (16 group-relative iterations of 64 problems x 8 samples at lr 1e-4, one update of 512
+#: completions each: lr 2e-4 lowered greedy success by 6-10 points, larger rates and more updates
+#: per batch collapsed); MaskablePPO gets as many episodes, which is what bounds the budget: on 2
+#: cores its arm is the slowest run.  200 problems per evaluation set with 8 samples each.
+#: ``paper/default`` is a starting point for a GPU, not a tuned budget.
 BUDGETS: dict[str, dict[str, Budget]] = {
     "small": {
         "tiny": _TINY,
         "default": Budget(**_bc_budget("reproduce"), rl_episodes=8_192, eval_episodes=200,
-                          grpo={"problems_per_iter": 64, "group_size": 8}),
+                          grpo={"problems_per_iter": 64, "group_size": 8, "lr": 1e-4, "minibatch_size": 512}),
     },
     "paper": {
         "tiny": _TINY,
@@ -112,7 +125,11 @@ BUDGETS: dict[str, dict[str, Budget]] = {
 
 
 def resolve_budget(profile: str, budget: str | Budget, overrides: Mapping[str, Any] | None = None) -> Budget:
-    """The :class:`Budget` named ``budget`` for ``profile`` (or ``budget`` itself), with ``overrides``."""
+    """The :class:`Budget` named ``budget`` for ``profile`` (or ``budget`` itself), with ``overrides``.
+
+    An override of a dict field (``bc``, ``grpo``, ``ppo``, ``model``) updates the preset's dict key by
+    key, so ``{"grpo": {"lr": 5e-5}}`` keeps the preset's group size; other fields are replaced.
+    """
     if profile not in BUDGETS:
         raise ValueError(f"unknown profile {profile!r}; known: {sorted(BUDGETS)}")
     if isinstance(budget, str):
@@ -124,7 +141,12 @@ def resolve_budget(profile: str, budget: str | Budget, overrides: Mapping[str, A
         if unknown:
             raise ValueError(f"unknown budget field(s) {sorted(unknown)}; known: "
                              f"{[f.name for f in dataclasses.fields(Budget)]}")
-        budget = dataclasses.replace(budget, **overrides)
+        merged = {k: ({**getattr(budget, k), **v} if isinstance(getattr(budget, k), dict) else v)
+                  for k, v in overrides.items()}
+        if "iterations" in merged.get("grpo", {}):
+            raise ValueError("budget.grpo cannot set iterations: they follow from rl_episodes / "
+                             "(problems_per_iter x group_size), equal for every arm")
+        budget = dataclasses.replace(budget, **merged)
     budget.validate()
     return budget
 

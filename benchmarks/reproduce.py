@@ -33,8 +33,9 @@ from composition_gym.benchmarks.ray_backend import RayOptions
 from composition_gym.benchmarks.store import RunStore, atomic_write_text
 from composition_gym.benchmarks.sweep import run_rows, add_engine_arguments, engine_options, provenance
 
-#: The cell ``make reproduce`` runs unless told otherwise.  Chosen before the sweep's map exists
-#: (see the README): the compose family is the one all three claims are stated on.
+#: The cell ``make reproduce`` runs unless told otherwise (its SFT budget is the budget's): the
+#: compose family, on which all three claims are stated, with ``values`` traces.  Why this cell and
+#: not another of the sweep's map: README, "Reproducing".
 DEFAULT_CELL: dict[str, Any] = {"family": "compose", "trace_format": "values", "exposure": None, "d_model": None}
 
 

@@ -33,7 +33,8 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def bc_run():
-    """``(lm, stats, seconds)`` of one behavior-cloning run on the small profile (shared by tests)."""
+    """``(lm, stats, seconds)`` of one behavior-cloning run on the small profile (shared by tests;
+    every user is listed in ``SHARED_BC_TESTS`` of tests/conftest.py so ``make test`` trains it once)."""
     torch.set_num_threads(1)  # see _one_torch_thread; a session fixture may be set up before it
     t0 = time.perf_counter()
     print(f"\n[bc_run fixture] behavior cloning {BC_TEST} (several minutes) ...", flush=True)

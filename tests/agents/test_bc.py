@@ -20,6 +20,7 @@ TINY = TransformerConfig(d_model=32, n_heads=2, d_ff=64, n_layers=2)
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("bc_run")  # under --dist loadgroup: one worker trains the shared fixture once
 def test_bc_reaches_90_percent_greedy_success_on_the_sft_id(bc_run):
     lm, stats, seconds = bc_run
     # Fresh problems (not the held-out seeds BC reported on), grammar-masked greedy decoding.

@@ -43,6 +43,7 @@ def _same_actions(a, b, masks: bool) -> None:
 
 @pytest.mark.parametrize("algo,cls", [("ppo", PPO), ("maskable_ppo", MaskablePPO)])
 @pytest.mark.slow
+@pytest.mark.xdist_group("bc_run")  # on the worker that trains the shared BC fixture
 def test_ppo_from_bc_weights_saves_and_loads_back_acting_identically(bc_run, tmp_path, algo, cls):
     lm, _, _ = bc_run
     model = train_ppo(RL_ENV, lm, 256, algo=algo, seed=0, **FEW)

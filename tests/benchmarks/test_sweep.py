@@ -135,3 +135,38 @@ def test_variant_ids_carry_the_cell_s_env_kwargs():
     assert env.unwrapped.trace_format == "tagged" and env.unwrapped.support.exposure == 0.05
     assert gym.spec(tagged).kwargs["split"] == gym.spec(base).kwargs["split"]
     env.close()
+
+
+def test_grpo_settings_from_the_command_line_merge_into_the_budget():
+    from composition_gym.benchmarks.sweep import engine_options
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    opts = engine_options(parser.parse_args(["--grpo", "lr=5e-5", "advantage=rloo", "drop_zero_variance=false",
+                                             "--rl-episodes", "1024"]))
+    assert opts["overrides"] == {"rl_episodes": 1024,
+                                 "grpo": {"lr": 5e-5, "advantage": "rloo", "drop_zero_variance": False}}
+    budget = protocol.resolve_budget("small", "default", opts["overrides"])
+    preset = protocol.BUDGETS["small"]["default"].grpo
+    # merged key by key: the preset's group size stays, the learning rate is replaced
+    assert budget.grpo == {**preset, "lr": 5e-5, "advantage": "rloo", "drop_zero_variance": False}
+
+
+@pytest.mark.parametrize("items,match", [
+    (["lr"], "KEY=VALUE"),
+    (["bogus=1"], "unknown GRPOConfig field 'bogus'"),
+    (["lr=fast"], "expected float"),
+    (["drop_zero_variance=maybe"], "expected bool"),
+])
+def test_bad_grpo_settings_are_one_line_errors(items, match):
+    from composition_gym.benchmarks.sweep import parse_grpo_settings
+
+    with pytest.raises(ValueError, match=match):
+        parse_grpo_settings(items)
+
+
+@pytest.mark.parametrize("grpo,match", [({"lr": -1.0}, "lr must be > 0"), ({"iterations": 3}, "cannot set iterations"),
+                                        ({"foo": 1}, "unknown field")])
+def test_impossible_trainer_settings_fail_before_any_run(grpo, match):
+    with pytest.raises(ValueError, match=match):
+        protocol.resolve_budget("small", "default", {"grpo": grpo})

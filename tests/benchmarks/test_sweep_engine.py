@@ -59,6 +59,18 @@ def test_local_backend_runs_dependencies_first_and_skips_finished(tmp_path, work
     assert len(log.read_text().split()) == 6
 
 
+def test_runs_that_others_wait_for_start_first(tmp_path, monkeypatch):
+    # parent0, child0, parent1, child1, ...: once parent0 is done, parent1 (which child1 waits
+    # for) starts before child0, so no slow child holds a worker while the next parent waits.
+    log = tmp_path / "log"
+    monkeypatch.setenv("TOY_RUN_LOG", str(log))
+    specs = toy_specs(3)
+    run(specs, RunStore(tmp_path / "store"), workers=1)
+    names = {s.key: s.label for s in specs}
+    assert [names[k] for k in log.read_text().split()] == ["parent0", "parent1", "parent2",
+                                                            "child0", "child1", "child2"]
+
+
 def test_failure_skips_dependents_and_keeps_the_rest(tmp_path):
     store = RunStore(tmp_path)
     bad = RunSpec(TOY, {"x": 1, "fail": True}, name="bad")
