@@ -19,8 +19,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/compgym demo
 
-# The whole suite on every core (pytest-xdist).  --dist loadgroup keeps the tests marked
-# xdist_group("bc_run") on one worker, so the session's BC model (about 9 minutes) is trained once.
+# The whole suite on every core (pytest-xdist).  Under --dist loadgroup, tests/conftest.py keeps
+# the tests sharing the session's BC model (about 9 minutes) on one worker, so it is trained once.
 test: $(STAMP)
 	$(PY) -m pytest -n auto --dist loadgroup
 

@@ -105,8 +105,8 @@ _TINY = Budget(**_bc_budget("tiny", eval_episodes=0), rl_episodes=32, eval_episo
 #: set, where SFT leaves the most reachable headroom at L=3 we measured (pass@8 - greedy of
 #: 15-18 points; 10k episodes solve almost nothing at L=3, 20k leave less); 8,192 RL episodes per
 #: arm (16 group-relative iterations of 64 problems x 8 samples at lr 1e-4, one update of 512
-#: completions each: lr 2e-4 lowered greedy success by 6-10 points, larger rates and more updates
-#: per batch collapsed); MaskablePPO gets as many episodes, which is what bounds the budget: on 2
+#: completions each: lr 2e-4 lowered greedy success by 6-10 points from a 20k-episode SFT, and
+#: larger rates or more updates per batch collapsed it); MaskablePPO gets as many episodes, which is what bounds the budget: on 2
 #: cores its arm is the slowest run.  200 problems per evaluation set with 8 samples each.
 #: ``paper/default`` is a starting point for a GPU, not a tuned budget.
 BUDGETS: dict[str, dict[str, Budget]] = {

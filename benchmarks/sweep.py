@@ -305,7 +305,7 @@ def parse_grpo_settings(items: Sequence[str]) -> dict[str, Any]:
                     raise ValueError
                 out[key] = text.lower() in ("true", "1")
             else:
-                out[key] = kind(text) if kind is not int else int(text)
+                out[key] = kind(text)
         except ValueError:
             raise ValueError(f"--grpo {key}: expected {kind.__name__}, got {text!r}") from None
     return out
