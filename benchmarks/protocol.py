@@ -80,6 +80,10 @@ class Budget:
         if self.grpo:  # a bad trainer setting fails here, not minutes later inside a worker
             from composition_gym.agents.grpo import GRPOConfig
 
+            if "iterations" in self.grpo:
+                raise ValueError("budget.grpo cannot set iterations: they follow from rl_episodes / "
+                                 "(problems_per_iter x group_size), equal for every arm")
+
             try:
                 GRPOConfig(**self.grpo).validate()
             except TypeError:
@@ -143,9 +147,6 @@ def resolve_budget(profile: str, budget: str | Budget, overrides: Mapping[str, A
                              f"{[f.name for f in dataclasses.fields(Budget)]}")
         merged = {k: ({**getattr(budget, k), **v} if isinstance(getattr(budget, k), dict) else v)
                   for k, v in overrides.items()}
-        if "iterations" in merged.get("grpo", {}):
-            raise ValueError("budget.grpo cannot set iterations: they follow from rl_episodes / "
-                             "(problems_per_iter x group_size), equal for every arm")
         budget = dataclasses.replace(budget, **merged)
     budget.validate()
     return budget
