@@ -139,6 +139,26 @@ def trim_to_real(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ids[:, :longest], lengths
 
 
+def prefix_representatives(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """For each right-padded row ``i``, a row ``rep[i]`` of which row ``i`` is a prefix.
+
+    ``rep[i]`` is the longest such row (the lowest index among equals), so the representatives
+    are exactly the rows that extend no other row's tokens, each its own representative.  Causal
+    attention makes row ``i``'s hidden state at position ``t < lengths[i]`` equal to
+    ``rep[i]``'s at ``t``.  Costs ``B * B * T`` comparisons, no model evaluation.
+    """
+    b, t = ids.shape
+    if b == 0:
+        return torch.zeros(0, dtype=torch.long, device=ids.device)
+    lengths = lengths.clamp(min=1)  # an all-padding row is read at position 0: only its like share it
+    inside = torch.arange(t, device=ids.device)[None, :] < lengths[:, None]  # [B, T]: row i's real tokens
+    # extends[i, j]: row j holds row i's tokens at every one of row i's real positions
+    extends = ((ids[None, :, :] == ids[:, None, :]) | ~inside[:, None, :]).all(dim=2)
+    extends &= lengths[None, :] >= lengths[:, None]
+    score = lengths[None, :] * (b + 1) - torch.arange(b, device=ids.device)[None, :]  # longest, then lowest index
+    return torch.where(extends, score, torch.full_like(score, -1)).argmax(dim=1)
+
+
 class Rotary(nn.Module):
     """Rotary embedding (Su et al., 2021) of queries and keys over two relative axes.
 
@@ -377,12 +397,21 @@ class TransformerBody(nn.Module):
     def last_hidden(self, ids: torch.Tensor) -> torch.Tensor:
         """Hidden state ``[B, d]`` at the last real token of each right-padded row.
 
-        Trims the batch to its longest real prefix and runs the last block at one position per
-        row; the result equals ``forward(ids)[b, length_b - 1]`` up to float rounding.
+        Trims the batch to its longest real prefix.  Rows that are prefixes of another row of the
+        batch (the states of one episode, as in a PPO mini-batch) are read off that row's forward
+        pass instead of being run again; otherwise the last block runs at one position per row.
+        Either way the result equals ``forward(ids)[b, length_b - 1]`` up to float rounding.
         """
         self._check(ids)
         ids, lengths = trim_to_real(ids)
         index = (lengths - 1).clamp(min=0)  # an all-padding row reads position 0 (it never occurs in an env)
+        if not (self.training and self.config.dropout > 0):  # shared rows would share dropout masks
+            rep = prefix_representatives(ids, lengths)
+            reps = torch.unique(rep)
+            if len(reps) < len(rep):
+                hidden = self.forward(ids[reps])  # [R, T, d]
+                slot = torch.searchsorted(reps, rep)
+                return hidden[slot, index]
         cos, sin = self.rotary.tables(ids)
         x = self._embed(ids)
         for block in self.blocks[:-1]:
@@ -517,6 +546,7 @@ __all__ = [
     "TransformerLM",
     "Rotary",
     "load_state_checked",
+    "prefix_representatives",
     "real_lengths",
     "trim_to_real",
 ]

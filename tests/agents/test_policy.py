@@ -18,7 +18,13 @@ from composition_gym.agents.policy import (
     load_lm_into_policy,
     transformer_policy_kwargs,
 )
-from composition_gym.agents.transformer import Rotary, real_lengths, string_positions, trim_to_real
+from composition_gym.agents.transformer import (
+    Rotary,
+    prefix_representatives,
+    real_lengths,
+    string_positions,
+    trim_to_real,
+)
 from composition_gym import tokens as T
 from tests.agents.conftest import DEPTH4_ENV, SFT_ENV, expert_episode
 
@@ -83,6 +89,43 @@ def test_trimming_to_the_longest_real_prefix_leaves_logits_unchanged(small_lm):
         ext = TransformerExtractor(gym.make(SFT_ENV).observation_space, small_lm.config)
         ext.body.load_state_dict(small_lm.body.state_dict())
         torch.testing.assert_close(ext(obs.float()), small_lm.body(obs)[rows, lengths - 1], atol=1e-5, rtol=1e-5)
+
+
+def test_prefix_sharing_matches_one_forward_per_row_in_values_and_gradients(small_lm):
+    """A PPO mini-batch holds many states of the same episodes: ``last_hidden`` runs only the rows
+    no other row extends, and must give each row's own numbers and gradients."""
+    episodes = [expert_episode(SFT_ENV, s) for s in range(3)] + [expert_episode(DEPTH4_ENV, 0)]
+    obs = np.concatenate(episodes + [episodes[0][2:4]])  # two exact duplicates too
+    obs = torch.as_tensor(obs[np.random.default_rng(0).permutation(len(obs))])
+    _, lengths = trim_to_real(obs)
+    rep = prefix_representatives(obs, lengths)
+    assert len(torch.unique(rep)) == 4  # one full trace per episode
+    assert bool((rep[torch.unique(rep)] == torch.unique(rep)).all())  # representatives represent themselves
+    assert bool((lengths[rep] >= lengths).all())
+    weights = torch.randn(len(obs), small_lm.config.d_model, generator=torch.Generator().manual_seed(1))
+
+    def value_and_grads(fn):
+        small_lm.zero_grad()
+        out = fn()
+        (out * weights).sum().backward()
+        return out.detach(), [p.grad.clone() for p in small_lm.body.parameters() if p.grad is not None]
+
+    rows = torch.arange(len(obs))
+    shared, shared_grads = value_and_grads(lambda: small_lm.body.last_hidden(obs))
+    # The reference: every row on its own.
+    own, own_grads = value_and_grads(lambda: torch.cat([small_lm.body(obs[i:i + 1])[0, lengths[i] - 1][None]
+                                                        for i in rows]))
+    torch.testing.assert_close(shared, own, atol=1e-5, rtol=1e-5)
+    assert len(shared_grads) == len(own_grads) > 0
+    for a, b in zip(shared_grads, own_grads):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    small_lm.zero_grad()
+
+
+def test_prefix_representatives_leave_unrelated_rows_alone():
+    ids = torch.tensor([[5, 6, 7, 0], [5, 6, 0, 0], [5, 8, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [5, 6, 7, 0]])
+    rep = prefix_representatives(ids, real_lengths(ids))
+    assert rep.tolist() == [0, 0, 2, 3, 3, 0]  # an all-padding row shares only with its like
 
 
 def test_rotary_scores_depend_only_on_relative_position():
