@@ -139,6 +139,12 @@ def trim_to_real(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return ids[:, :longest], lengths
 
 
+#: Largest ``B * B * T`` for which :meth:`TransformerBody.last_hidden` looks for shared prefixes
+#: (the comparison holds a few tensors of that many booleans; an SB3 mini-batch of 256 states of
+#: 100 tokens needs 6.6 M).
+PREFIX_SHARING_LIMIT = 16 * 2**20
+
+
 def prefix_representatives(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """For each right-padded row ``i``, a row ``rep[i]`` of which row ``i`` is a prefix.
 
@@ -405,7 +411,10 @@ class TransformerBody(nn.Module):
         self._check(ids)
         ids, lengths = trim_to_real(ids)
         index = (lengths - 1).clamp(min=0)  # an all-padding row reads position 0 (it never occurs in an env)
-        if not (self.training and self.config.dropout > 0):  # shared rows would share dropout masks
+        # Finding shared rows compares every pair of rows (B * B * T): skip it for batches too big for
+        # that to be cheap, and in training with dropout (shared rows would share dropout masks).
+        b, t = ids.shape
+        if b * b * t <= PREFIX_SHARING_LIMIT and not (self.training and self.config.dropout > 0):
             rep = prefix_representatives(ids, lengths)
             reps = torch.unique(rep)
             if len(reps) < len(rep):

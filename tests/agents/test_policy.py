@@ -120,6 +120,14 @@ def test_prefix_sharing_matches_one_forward_per_row_in_values_and_gradients(smal
     for a, b in zip(shared_grads, own_grads):
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
     small_lm.zero_grad()
+    # Rows of different episodes (an SB3 rollout step) share nothing and take the one-position path.
+    finals = torch.as_tensor(np.stack([e[-1] for e in episodes]))
+    assert len(torch.unique(prefix_representatives(*trim_to_real(finals)))) == len(finals)
+    _, final_lengths = trim_to_real(finals)
+    with torch.no_grad():
+        torch.testing.assert_close(small_lm.body.last_hidden(finals),
+                                   small_lm.body(finals)[torch.arange(len(finals)), final_lengths - 1],
+                                   atol=1e-5, rtol=1e-5)
 
 
 def test_prefix_representatives_leave_unrelated_rows_alone():
