@@ -29,7 +29,7 @@ import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import LMAgent
 from composition_gym.agents.evaluation import evaluate, rollout
 from composition_gym.agents.sampling import make_vec, play
-from composition_gym.agents.settings import BC_PRESETS, BCConfig, bc_config, progress_kwargs, torch_threads
+from composition_gym.agents.settings import BC_PRESETS, BCConfig, bc_config, check_device, progress_kwargs, torch_threads
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 from composition_gym.registration import resolve_env_ids, short_name
 from composition_gym.tokens import PAD_ID
@@ -124,7 +124,7 @@ def token_accuracy(lm: TransformerLM, data: Sequences, batch_size: int = 256) ->
     correct = total = 0
     loss_sum = 0.0
     for start in range(0, len(data), batch_size):
-        x, y = _trimmed(data, torch.arange(start, min(start + batch_size, len(data))))
+        x, y = _trimmed(data, torch.arange(start, min(start + batch_size, len(data))), lm.head.weight.device)
         logits = lm(x)
         keep = y != IGNORE
         loss_sum += float(F.cross_entropy(logits[keep], y[keep], reduction="sum"))
@@ -133,10 +133,11 @@ def token_accuracy(lm: TransformerLM, data: Sequences, batch_size: int = 256) ->
     return loss_sum / max(total, 1), correct / max(total, 1)
 
 
-def _trimmed(data: Sequences, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _trimmed(data: Sequences, idx: torch.Tensor, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows ``idx`` of ``data`` cut to their longest real prefix, on ``device``."""
     x, y = data.inputs[idx], data.targets[idx]
     width = max(int((x != PAD_ID).sum(1).max()), 1)
-    return x[:, :width], y[:, :width]
+    return x[:, :width].to(device), y[:, :width].to(device)
 
 
 def _random_batches(n: int, batch_size: int, generator: torch.Generator):
@@ -168,7 +169,7 @@ def _fit(lm: TransformerLM, data: Sequences, cfg: BCConfig, *, generator: torch.
     loss_val, ema = float("nan"), None
     bar = tqdm(range(total), desc=desc, disable=not progress, leave=False, unit="step", **progress_kwargs())
     for s in bar:
-        x, y = _trimmed(data, next(batches))
+        x, y = _trimmed(data, next(batches), lm.head.weight.device)
         logits = lm(x)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
         opt.zero_grad(set_to_none=True)
@@ -211,6 +212,7 @@ def behavior_cloning(
     progress: bool = True,
     lm: TransformerLM | None = None,
     threads: int | None = None,
+    device: str = "cpu",
 ) -> tuple[TransformerLM, dict[str, float]]:
     """Train a :class:`TransformerLM` to imitate the expert on ``env_id`` (one id or several).
 
@@ -233,30 +235,34 @@ def behavior_cloning(
         lm: continue training this model instead of a new one.
         threads: torch threads for the run (``None``: the project's policy,
             :func:`~composition_gym.agents.settings.default_threads`); restored afterwards.
+        device: torch device of the model and its batches (e.g. ``"cuda"``); the expert's data is
+            built on the CPU and the returned model stays on ``device``.
 
     Returns:
         ``(lm, stats)``; ``stats`` holds ``loss``, ``token_acc`` (held-out), ``heldout_success``,
         ``train_tokens`` (trace tokens with a loss), ``seconds``, ``threads``.
     """
     ids = resolve_env_ids(env_id)
+    check_device(device)
     cfg = bc_config(settings, episodes=episodes, epochs=epochs, batch_size=batch_size, lr=lr,
                     weight_decay=weight_decay, dagger_rounds=dagger_rounds, dagger_episodes=dagger_episodes,
                     eval_episodes=eval_episodes, eval_every=eval_every)
     with torch_threads(threads) as n_threads:
         lm, stats = _behavior_cloning(ids, cfg, config=config, seed=seed, tensorboard_log=tensorboard_log,
-                                      progress=progress, lm=lm)
+                                      progress=progress, lm=lm, device=device)
     stats["threads"] = float(n_threads)
     return lm, stats
 
 
 def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfig | None, seed: int,
-                      tensorboard_log: str | None, progress: bool,
-                      lm: TransformerLM | None) -> tuple[TransformerLM, dict[str, float]]:
+                      tensorboard_log: str | None, progress: bool, lm: TransformerLM | None,
+                      device: str = "cpu") -> tuple[TransformerLM, dict[str, float]]:
     start = time.perf_counter()
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if lm is None:
-        lm = TransformerLM(config or DEFAULT_CONFIG)
+        lm = TransformerLM(config or DEFAULT_CONFIG)  # built on the CPU: the same init on every device
+    lm = lm.to(device)
     writer = None
     if tensorboard_log is not None:
         from torch.utils.tensorboard import SummaryWriter

@@ -44,6 +44,7 @@ from tqdm.auto import tqdm
 from composition_gym.agents.callbacks import report_scalars
 from composition_gym.agents.evaluation import evaluate
 from composition_gym.agents.sampling import LMChooser, make_vec, play
+from composition_gym.agents.settings import check_device
 from composition_gym.agents.transformer import TransformerLM
 from composition_gym.registration import resolve_env_id, resolve_env_ids
 
@@ -198,8 +199,7 @@ def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None,
         raise TypeError(f"train_grpo needs a TransformerLM, got {type(lm).__name__}")
     env_id = resolve_env_id(env_id)
     evals_ids = {k: resolve_env_ids(v) for k, v in (eval_env_ids or {}).items()}
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but torch sees no CUDA GPU; use device='cpu'")
+    check_device(device)
     lm = lm.to(device)
     ref = copy.deepcopy(lm).eval().requires_grad_(False)
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))

@@ -191,6 +191,20 @@ def torch_threads(threads: int | None) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
+def check_device(device: str) -> None:
+    """Raise a one-line error for a torch device name this machine cannot use (``"cuda"`` without a GPU)."""
+    import torch
+
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string such as 'cpu' or 'cuda', got {type(device).__name__}")
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ValueError(f"unknown torch device {device!r}; use e.g. 'cpu' or 'cuda'") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but torch sees no CUDA GPU; use device='cpu'")
+
+
 # ---------------------------------------------------------------------------- progress
 def progress_kwargs() -> dict[str, Any]:
     """tqdm options that keep logs readable: when stderr is not a terminal (a file, CI), a bar
@@ -202,5 +216,6 @@ def progress_kwargs() -> dict[str, Any]:
     return {"mininterval": 0.1 if tty else 30.0, "maxinterval": 10.0 if tty else 120.0}
 
 
-__all__ = ["BCConfig", "BC_PRESETS", "DEMO_BUDGETS", "DemoBudget", "bc_config", "default_threads", "progress_kwargs", "resolve_threads",
+__all__ = ["BCConfig", "BC_PRESETS", "DEMO_BUDGETS", "DemoBudget", "bc_config", "check_device", "default_threads",
+           "progress_kwargs", "resolve_threads",
            "torch_threads"]

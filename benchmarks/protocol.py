@@ -222,7 +222,8 @@ def sft_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     model = dataclasses.replace(DEFAULT_CONFIG, **config["model"]) if config["model"] else None
     lm, stats = behavior_cloning(_ids(config, fam.sft), config["sft_episodes"],
                                  epochs=config["sft_epochs"], seed=config["seed"], config=model,
-                                 tensorboard_log=str(ctx.log_dir), progress=False, threads=1, **config["bc"])
+                                 tensorboard_log=str(ctx.log_dir), progress=False, threads=1,
+                                 device=config["device"], **config["bc"])
     ctx.report(stage="sft_trained", **{f"bc/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
     _save_atomic(lm, ctx.artifact_dir / "sft.pt")
     return {"condition": "sft", "seed": config["seed"], "metrics": evaluate_sets(lm, config, ctx),
@@ -286,7 +287,7 @@ def _train_ppo(env_id: str, lm: Any, config: Mapping[str, Any], ctx: RunContext)
     mean_len = _mean_episode_tokens(env_id, config["sft"]["seed"])
     steps = max(1, round(config["rl_episodes"] * mean_len))
     model = train_ppo(env_id, lm, steps, seed=config["sft"]["seed"], n_envs=n_envs, run_dir=str(ctx.log_dir),
-                      progress=False, threads=1, **kwargs)
+                      progress=False, threads=1, device=config["sft"]["device"], **kwargs)
     return lm_from_policy(model.policy), {"episodes": config["rl_episodes"], "timesteps": steps,
                                           "mean_expert_episode_tokens": mean_len}
 

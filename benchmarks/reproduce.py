@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from composition_gym.agents.settings import check_device
 from composition_gym.benchmarks import backends, claims, protocol
 from composition_gym.benchmarks.claims import CONDITIONS, FAMILIES, MEASURES
 from composition_gym.benchmarks.ray_backend import RayOptions
@@ -80,6 +81,8 @@ def reproduce(
     if unknown:
         raise ValueError(f"unknown condition(s) {sorted(unknown)}; known: {list(CONDITIONS)}")
     resolved = protocol.resolve_budget(profile, budget, overrides)
+    if backend == "local":  # a Ray cluster's nodes may have the GPU its driver lacks
+        check_device(device)
     budget_name = (budget if isinstance(budget, str) else "custom") + ("+overrides" if overrides else "")
     the_cell = {**DEFAULT_CELL, **(cell or {}), "sft_episodes": resolved.sft_episodes}
     unknown = set(the_cell) - {*DEFAULT_CELL, "sft_episodes"}

@@ -30,6 +30,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from composition_gym.agents.settings import check_device
 from composition_gym.benchmarks import backends, claims, protocol
 from composition_gym.benchmarks.claims import CONDITIONS, FAMILIES
 from composition_gym.benchmarks.ray_backend import RayOptions
@@ -162,6 +163,8 @@ def run_sweep(grid: Grid = Grid(), *, seeds: int = 3, profile: str = "small", bu
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
     budget_name = budget if isinstance(budget, str) else "custom"
     resolved = protocol.resolve_budget(profile, budget, overrides)
+    if backend == "local":  # a Ray cluster's nodes may have the GPU its driver lacks
+        check_device(device)
     if overrides:
         budget_name += "+overrides"
     store = RunStore(sweep_dir or Path("runs") / "sweep" / f"{profile}-{budget_name}")

@@ -161,3 +161,18 @@ def test_progress_bars_refresh_rarely_when_not_a_terminal():
     from composition_gym.agents.settings import progress_kwargs
 
     assert progress_kwargs()["mininterval"] >= 30  # pytest's captured stderr is not a terminal
+
+
+def test_device_option_is_checked_before_training():
+    from composition_gym.agents.settings import check_device
+
+    check_device("cpu")
+    with pytest.raises(ValueError, match="unknown torch device"):
+        behavior_cloning(SFT_ENV, 4, settings="tiny", device="gpu9", progress=False)
+    with pytest.raises(TypeError, match="device must be a string"):
+        check_device(0)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            behavior_cloning(SFT_ENV, 4, settings="tiny", device="cuda", progress=False)
+    lm, _ = behavior_cloning(SFT_ENV, 4, settings="tiny", device="cpu", progress=False)
+    assert lm.head.weight.device.type == "cpu"

@@ -6,6 +6,7 @@ import argparse
 import json
 
 import pytest
+import torch
 
 from composition_gym.benchmarks.claims import CONDITIONS, FAMILIES, MEASURES
 from composition_gym.benchmarks.cli import register
@@ -78,6 +79,12 @@ def test_bad_arguments_are_clear_errors(tmp_path):
         reproduce(overrides={"ppo_steps": 10}, out=tmp_path)
     with pytest.raises(ValueError, match="unknown family"):
         reproduce(cell={"family": "nope"}, out=tmp_path)
+    with pytest.raises(ValueError, match="unknown torch device"):
+        reproduce(device="gpu9", out=tmp_path, runs_dir=tmp_path / "store")
+    if not torch.cuda.is_available():  # refused before any run starts, not inside each worker
+        with pytest.raises(ValueError, match="no CUDA GPU"):
+            reproduce(budget="tiny", device="cuda", out=tmp_path, runs_dir=tmp_path / "store")
+    assert not (tmp_path / "store" / "records").exists() or not any((tmp_path / "store" / "records").iterdir())
 
 
 def test_cli_options():
