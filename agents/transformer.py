@@ -140,8 +140,8 @@ def trim_to_real(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 #: Largest ``B * B * T`` for which :meth:`TransformerBody.last_hidden` looks for shared prefixes
-#: (the comparison holds a few tensors of that many booleans; an SB3 mini-batch of 256 states of
-#: 100 tokens needs 6.6 M).
+#: (a hash collision makes :func:`prefix_representatives` compare every pair of rows in full:
+#: a few tensors of that many booleans; an SB3 mini-batch of 256 states of 100 tokens needs 6.6 M).
 PREFIX_SHARING_LIMIT = 16 * 2**20
 
 
@@ -151,17 +151,38 @@ def prefix_representatives(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Te
     ``rep[i]`` is the longest such row (the lowest index among equals), so the representatives
     are exactly the rows that extend no other row's tokens, each its own representative.  Causal
     attention makes row ``i``'s hidden state at position ``t < lengths[i]`` equal to
-    ``rep[i]``'s at ``t``.  Costs ``B * B * T`` comparisons, no model evaluation.
+    ``rep[i]``'s at ``t``.
+
+    Rows are matched by a hash of each prefix (``B * T + B * B`` work); the chosen rows are then
+    checked token by token, and a hash collision falls back to comparing every pair of rows in
+    full, so the answer is always exact.
     """
     b, t = ids.shape
     if b == 0:
         return torch.zeros(0, dtype=torch.long, device=ids.device)
     lengths = lengths.clamp(min=1)  # an all-padding row is read at position 0: only its like share it
-    inside = torch.arange(t, device=ids.device)[None, :] < lengths[:, None]  # [B, T]: row i's real tokens
-    # extends[i, j]: row j holds row i's tokens at every one of row i's real positions
-    extends = ((ids[None, :, :] == ids[:, None, :]) | ~inside[:, None, :]).all(dim=2)
-    extends &= lengths[None, :] >= lengths[:, None]
-    score = lengths[None, :] * (b + 1) - torch.arange(b, device=ids.device)[None, :]  # longest, then lowest index
+    last = lengths - 1
+    weights = torch.tensor([pow(_HASH_BASE, k, _HASH_MOD) for k in range(t)], dtype=torch.int64, device=ids.device)
+    prefix_hash = torch.cumsum((ids.long() + 1) * weights, dim=1) % _HASH_MOD  # [B, T]; terms < 2^38
+    own = prefix_hash[torch.arange(b, device=ids.device), last]  # each row's whole-row hash
+    extends = prefix_hash[:, last].T == own[:, None]  # [i, j]: row j's first len_i tokens hash like row i
+    rep = _longest_extension(extends, lengths)
+    inside = torch.arange(t, device=ids.device)[None, :] < lengths[:, None]
+    if bool(((ids[rep] == ids) | ~inside).all()):
+        return rep
+    exact = ((ids[None, :, :] == ids[:, None, :]) | ~inside[:, None, :]).all(dim=2)  # a hash collision: compare all
+    return _longest_extension(exact, lengths)
+
+
+_HASH_BASE, _HASH_MOD = 1_000_003, 2_147_483_629  # a prime below 2^31: products stay far inside int64
+
+
+def _longest_extension(extends: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Per row ``i``, the longest row ``j`` (lowest index among equals) with ``extends[i, j]`` and
+    ``lengths[j] >= lengths[i]``."""
+    b = len(lengths)
+    extends = extends & (lengths[None, :] >= lengths[:, None])
+    score = lengths[None, :] * (b + 1) - torch.arange(b, device=lengths.device)[None, :]
     return torch.where(extends, score, torch.full_like(score, -1)).argmax(dim=1)
 
 
@@ -417,7 +438,10 @@ class TransformerBody(nn.Module):
         if b * b * t <= PREFIX_SHARING_LIMIT and not (self.training and self.config.dropout > 0):
             rep = prefix_representatives(ids, lengths)
             reps = torch.unique(rep)
-            if len(reps) < len(rep):
+            # Worth it only when enough rows are shared: the shared path runs every block at every
+            # position of R rows, the other all but half a block (the last one's keys and values) of B.
+            n_layers = len(self.blocks)
+            if 2 * n_layers * len(reps) <= (2 * n_layers - 1) * len(rep):
                 hidden = self.forward(ids[reps])  # [R, T, d]
                 slot = torch.searchsorted(reps, rep)
                 return hidden[slot, index]

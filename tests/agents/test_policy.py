@@ -130,10 +130,15 @@ def test_prefix_sharing_matches_one_forward_per_row_in_values_and_gradients(smal
                                    atol=1e-5, rtol=1e-5)
 
 
-def test_prefix_representatives_leave_unrelated_rows_alone():
+def test_prefix_representatives_leave_unrelated_rows_alone(monkeypatch):
+    from composition_gym.agents import transformer
+
     ids = torch.tensor([[5, 6, 7, 0], [5, 6, 0, 0], [5, 8, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [5, 6, 7, 0]])
     rep = prefix_representatives(ids, real_lengths(ids))
     assert rep.tolist() == [0, 0, 2, 3, 3, 0]  # an all-padding row shares only with its like
+    # Every hash colliding: the token-by-token check catches it and the full comparison decides.
+    monkeypatch.setattr(transformer, "_HASH_MOD", 1)
+    assert prefix_representatives(ids, real_lengths(ids)).tolist() == [0, 0, 2, 3, 3, 0]
 
 
 def test_rotary_scores_depend_only_on_relative_position():
