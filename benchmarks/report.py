@@ -264,14 +264,14 @@ def sweep_heatmap(doc: Mapping, path: str | Path) -> Path:
         ax.text(j, i, f"{grid[i, j]:.1f}".replace("-0.0", "0.0"), ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(cols)), [f"{env}\n{q}" for env, q in cols], rotation=60, ha="right", fontsize=7)
     ax.set_yticks(range(len(rows)), [r["tag"] for r in rows], fontsize=7)
-    fig.colorbar(image, ax=ax, label="points: headroom (pass@k − greedy)\nor an arm's gain over SFT")
+    fig.colorbar(image, ax=ax, label="points")  # headroom = pass@k − greedy; an arm's column: its gain over SFT
     meta = doc["meta"]
     n_seeds = len(meta["seeds"])
     ax.set_title(f"headroom sweep, profile {meta['profile']}, {n_seeds} seed{'s' * (n_seeds != 1)}, "
                  f"commit {meta['commit'][:10]}", fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
