@@ -217,5 +217,4 @@ def progress_kwargs() -> dict[str, Any]:
 
 
 __all__ = ["BCConfig", "BC_PRESETS", "DEMO_BUDGETS", "DemoBudget", "bc_config", "check_device", "default_threads",
-           "progress_kwargs", "resolve_threads",
-           "torch_threads"]
+           "progress_kwargs", "resolve_threads", "torch_threads"]
