@@ -432,10 +432,11 @@ class TransformerBody(nn.Module):
         self._check(ids)
         ids, lengths = trim_to_real(ids)
         index = (lengths - 1).clamp(min=0)  # an all-padding row reads position 0 (it never occurs in an env)
-        # Finding shared rows costs B * B (B * B * T on a hash collision): skip it for batches too big
-        # for that to be cheap, and in training with dropout (shared rows would share dropout masks).
+        # Finding shared rows costs B * B (B * B * T on a hash collision): skip it for one row (an
+        # agent acting alone), for batches too big for that to be cheap, and in training with
+        # dropout (shared rows would share dropout masks).
         b, t = ids.shape
-        if b * b * t <= PREFIX_SHARING_LIMIT and not (self.training and self.config.dropout > 0):
+        if 1 < b and b * b * t <= PREFIX_SHARING_LIMIT and not (self.training and self.config.dropout > 0):
             rep = prefix_representatives(ids, lengths)
             reps = torch.unique(rep)
             # Worth it only when enough rows are shared: the shared path runs every block at every
