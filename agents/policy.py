@@ -41,8 +41,8 @@ class TransformerExtractor(BaseFeaturesExtractor):
     its longest real prefix before attention, which causal attention makes exact.  In a PPO
     mini-batch most observations are prefixes of another one (earlier states of the same
     episode): those are read off the longer row's forward pass instead of being run again, with the
-    same numbers and gradients up to float rounding (``TransformerBody.last_hidden``).  On the
-    reproduction's settings this cut MaskablePPO's update time about 5x.
+    same numbers and gradients up to float rounding (``TransformerBody.last_hidden``; the speed-up
+    is measured in the README, "Performance").
 
     Args:
         observation_space: a ``Box`` of token ids.

@@ -437,15 +437,12 @@ class TransformerBody(nn.Module):
         # dropout (shared rows would share dropout masks).
         b, t = ids.shape
         if 1 < b and b * b * t <= PREFIX_SHARING_LIMIT and not (self.training and self.config.dropout > 0):
-            rep = prefix_representatives(ids, lengths)
-            reps = torch.unique(rep)
+            reps, slot = torch.unique(prefix_representatives(ids, lengths), return_inverse=True)
             # Worth it only when enough rows are shared: the shared path runs every block at every
             # position of R rows, the other all but half a block (the last one's keys and values) of B.
             n_layers = len(self.blocks)
-            if 2 * n_layers * len(reps) <= (2 * n_layers - 1) * len(rep):
-                hidden = self.forward(ids[reps])  # [R, T, d]
-                slot = torch.searchsorted(reps, rep)
-                return hidden[slot, index]
+            if 2 * n_layers * len(reps) <= (2 * n_layers - 1) * b:
+                return self.forward(ids[reps])[slot, index]  # [R, T, d] -> each row's own position
         cos, sin = self.rotary.tables(ids)
         x = self._embed(ids)
         for block in self.blocks[:-1]:
