@@ -29,6 +29,7 @@ from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, MlpExtractor
 from stable_baselines3.common.type_aliases import Schedule
 
+from composition_gym.agents import prefix_sharing
 from composition_gym.agents.transformer import TransformerBody, TransformerConfig, TransformerLM, load_state_checked
 
 DEFAULT_VF_ARCH = (64,)
@@ -41,7 +42,7 @@ class TransformerExtractor(BaseFeaturesExtractor):
     its longest real prefix before attention, which causal attention makes exact.  In a PPO
     mini-batch most observations are prefixes of another one (earlier states of the same
     episode): those are read off the longer row's forward pass instead of being run again, with the
-    same numbers and gradients up to float rounding (``TransformerBody.last_hidden``; the speed-up
+    same numbers and gradients up to float rounding (:func:`~composition_gym.agents.prefix_sharing.last_hidden`; the speed-up
     is measured in the README, "Performance").
 
     Args:
@@ -61,7 +62,7 @@ class TransformerExtractor(BaseFeaturesExtractor):
         self.body = TransformerBody(cfg)
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
-        return self.body.last_hidden(observations.long())
+        return prefix_sharing.last_hidden(self.body, observations.long())
 
 
 class DetachedCriticMlpExtractor(MlpExtractor):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from composition_gym.agents.kv_cache import KVCache
 from composition_gym.tokens import LETTER_IDS, PAD_ID, SEP_ID, STEP_ID, VOCAB_SIZE
 
 LETTER_FIRST, LETTER_LAST = LETTER_IDS["a"], LETTER_IDS["z"]
@@ -137,53 +138,6 @@ def trim_to_real(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     lengths = real_lengths(ids)
     longest = max(int(lengths.max()), 1) if ids.shape[0] else 1
     return ids[:, :longest], lengths
-
-
-#: Largest ``B * B * T`` for which :meth:`TransformerBody.last_hidden` looks for shared prefixes
-#: (a hash collision makes :func:`prefix_representatives` compare every pair of rows in full:
-#: a few tensors of that many booleans; an SB3 mini-batch of 256 states of 100 tokens needs 6.6 M).
-PREFIX_SHARING_LIMIT = 16 * 2**20
-
-
-def prefix_representatives(ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """For each right-padded row ``i``, a row ``rep[i]`` of which row ``i`` is a prefix.
-
-    ``rep[i]`` is the longest such row (the lowest index among equals), so the representatives
-    are exactly the rows that extend no other row's tokens, each its own representative.  Causal
-    attention makes row ``i``'s hidden state at position ``t < lengths[i]`` equal to
-    ``rep[i]``'s at ``t``.
-
-    Rows are matched by a hash of each prefix (``B * T + B * B`` work); the chosen rows are then
-    checked token by token, and a hash collision falls back to comparing every pair of rows in
-    full, so the answer is always exact.
-    """
-    b, t = ids.shape
-    if b == 0:
-        return torch.zeros(0, dtype=torch.long, device=ids.device)
-    lengths = lengths.clamp(min=1)  # an all-padding row is read at position 0: only its like share it
-    last = lengths - 1
-    weights = torch.tensor([pow(_HASH_BASE, k, _HASH_MOD) for k in range(t)], dtype=torch.int64, device=ids.device)
-    prefix_hash = torch.cumsum((ids.long() + 1) * weights, dim=1) % _HASH_MOD  # [B, T]; terms < 2^38
-    own = prefix_hash[torch.arange(b, device=ids.device), last]  # each row's whole-row hash
-    extends = prefix_hash[:, last].T == own[:, None]  # [i, j]: row j's first len_i tokens hash like row i
-    rep = _longest_extension(extends, lengths)
-    inside = torch.arange(t, device=ids.device)[None, :] < lengths[:, None]
-    if bool(((ids[rep] == ids) | ~inside).all()):
-        return rep
-    exact = ((ids[None, :, :] == ids[:, None, :]) | ~inside[:, None, :]).all(dim=2)  # a hash collision: compare all
-    return _longest_extension(exact, lengths)
-
-
-_HASH_BASE, _HASH_MOD = 1_000_003, 2_147_483_629  # a prime below 2^31: products stay far inside int64
-
-
-def _longest_extension(extends: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Per row ``i``, the longest row ``j`` (lowest index among equals) with ``extends[i, j]`` and
-    ``lengths[j] >= lengths[i]``."""
-    b = len(lengths)
-    extends = extends & (lengths[None, :] >= lengths[:, None])
-    score = lengths[None, :] * (b + 1) - torch.arange(b, device=lengths.device)[None, :]
-    return torch.where(extends, score, torch.full_like(score, -1)).argmax(dim=1)
 
 
 class Rotary(nn.Module):
@@ -319,28 +273,6 @@ class Block(nn.Module):
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
-@dataclass
-class KVCache:
-    """Keys and values of every layer for a batch of sequences being decoded one token at a time.
-
-    Row ``b`` holds ``length[b]`` tokens at positions ``0 … length[b] - 1``; the next token goes
-    at ``length[b]``.  ``segment`` and ``run`` carry the last token's segment index and its index
-    inside a run of letters, so the rotary and string-position inputs of the next token need no
-    look back.  Built by :meth:`TransformerLM.prefill`, advanced by :meth:`TransformerLM.decode`.
-    """
-
-    keys: list[torch.Tensor]  # per layer [B, H, capacity, head_dim] (rotated)
-    values: list[torch.Tensor]
-    length: torch.Tensor  # [B]
-    segment: torch.Tensor  # [B]
-    run: torch.Tensor  # [B]
-
-    def select(self, rows: torch.Tensor) -> KVCache:
-        """The cache of the rows ``rows`` only (drop finished sequences to save compute)."""
-        return KVCache([k[rows] for k in self.keys], [v[rows] for v in self.values],
-                       self.length[rows], self.segment[rows], self.run[rows])
-
-
 class TransformerBody(nn.Module):
     """Token embedding, causal blocks and the final LayerNorm: ids ``[B, T]`` -> hidden ``[B, T, d]``."""
 
@@ -424,25 +356,17 @@ class TransformerBody(nn.Module):
     def last_hidden(self, ids: torch.Tensor) -> torch.Tensor:
         """Hidden state ``[B, d]`` at the last real token of each right-padded row.
 
-        Trims the batch to its longest real prefix.  Rows that are prefixes of another row of the
-        batch (the states of one episode, as in a PPO mini-batch) are read off that row's forward
-        pass instead of being run again; otherwise the last block runs at one position per row.
-        Either way the result equals ``forward(ids)[b, length_b - 1]`` up to float rounding.
+        Trims the batch to its longest real prefix and runs the last block at one position per
+        row; equal to ``forward(ids)[b, length_b - 1]`` up to float rounding.  (The SB3 features
+        extractor, whose mini-batches hold many prefixes of one episode, reads shared rows off
+        each other instead: :func:`composition_gym.agents.prefix_sharing.last_hidden`.)
         """
         self._check(ids)
         ids, lengths = trim_to_real(ids)
-        index = (lengths - 1).clamp(min=0)  # an all-padding row reads position 0 (it never occurs in an env)
-        # Finding shared rows costs B * B (B * B * T on a hash collision): skip it for one row (an
-        # agent acting alone), for batches too big for that to be cheap, and in training with
-        # dropout (shared rows would share dropout masks).
-        b, t = ids.shape
-        if 1 < b and b * b * t <= PREFIX_SHARING_LIMIT and not (self.training and self.config.dropout > 0):
-            reps, slot = torch.unique(prefix_representatives(ids, lengths), return_inverse=True)
-            # Worth it only when enough rows are shared: the shared path runs every block at every
-            # position of R rows, the other all but half a block (the last one's keys and values) of B.
-            n_layers = len(self.blocks)
-            if 2 * n_layers * len(reps) <= (2 * n_layers - 1) * b:
-                return self.forward(ids[reps])[slot, index]  # [R, T, d] -> each row's own position
+        return self.last_hidden_trimmed(ids, (lengths - 1).clamp(min=0))
+
+    def last_hidden_trimmed(self, ids: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Hidden state ``[B, d]`` at position ``index[b]`` of each row of trimmed ``ids``."""
         cos, sin = self.rotary.tables(ids)
         x = self._embed(ids)
         for block in self.blocks[:-1]:
@@ -577,7 +501,6 @@ __all__ = [
     "TransformerLM",
     "Rotary",
     "load_state_checked",
-    "prefix_representatives",
     "real_lengths",
     "trim_to_real",
 ]

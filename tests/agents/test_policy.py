@@ -18,9 +18,10 @@ from composition_gym.agents.policy import (
     load_lm_into_policy,
     transformer_policy_kwargs,
 )
+from composition_gym.agents import prefix_sharing
+from composition_gym.agents.prefix_sharing import prefix_representatives
 from composition_gym.agents.transformer import (
     Rotary,
-    prefix_representatives,
     real_lengths,
     string_positions,
     trim_to_real,
@@ -92,7 +93,7 @@ def test_trimming_to_the_longest_real_prefix_leaves_logits_unchanged(small_lm):
 
 
 def test_prefix_sharing_matches_one_forward_per_row_in_values_and_gradients(small_lm):
-    """A PPO mini-batch holds many states of the same episodes: ``last_hidden`` runs only the rows
+    """A PPO mini-batch holds many states of the same episodes: prefix sharing runs only the rows
     no other row extends, and must give each row's own numbers and gradients."""
     episodes = [expert_episode(SFT_ENV, s) for s in range(3)] + [expert_episode(DEPTH4_ENV, 0)]
     obs = np.concatenate(episodes + [episodes[0][2:4]])  # two exact duplicates too
@@ -111,7 +112,7 @@ def test_prefix_sharing_matches_one_forward_per_row_in_values_and_gradients(smal
         return out.detach(), [p.grad.clone() for p in small_lm.body.parameters() if p.grad is not None]
 
     rows = torch.arange(len(obs))
-    shared, shared_grads = value_and_grads(lambda: small_lm.body.last_hidden(obs))
+    shared, shared_grads = value_and_grads(lambda: prefix_sharing.last_hidden(small_lm.body, obs))
     # The reference: every row on its own.
     own, own_grads = value_and_grads(lambda: torch.cat([small_lm.body(obs[i:i + 1])[0, lengths[i] - 1][None]
                                                         for i in rows]))
@@ -125,19 +126,17 @@ def test_prefix_sharing_matches_one_forward_per_row_in_values_and_gradients(smal
     assert len(torch.unique(prefix_representatives(*trim_to_real(finals)))) == len(finals)
     _, final_lengths = trim_to_real(finals)
     with torch.no_grad():
-        torch.testing.assert_close(small_lm.body.last_hidden(finals),
+        torch.testing.assert_close(prefix_sharing.last_hidden(small_lm.body, finals),
                                    small_lm.body(finals)[torch.arange(len(finals)), final_lengths - 1],
                                    atol=1e-5, rtol=1e-5)
 
 
 def test_prefix_representatives_leave_unrelated_rows_alone(monkeypatch):
-    from composition_gym.agents import transformer
-
     ids = torch.tensor([[5, 6, 7, 0], [5, 6, 0, 0], [5, 8, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0], [5, 6, 7, 0]])
     rep = prefix_representatives(ids, real_lengths(ids))
     assert rep.tolist() == [0, 0, 2, 3, 3, 0]  # an all-padding row shares only with its like
     # Every hash colliding: the token-by-token check catches it and the full comparison decides.
-    monkeypatch.setattr(transformer, "_HASH_MOD", 1)
+    monkeypatch.setattr(prefix_sharing, "_HASH_MOD", 1)
     assert prefix_representatives(ids, real_lengths(ids)).tolist() == [0, 0, 2, 3, 3, 0]
 
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 
-from composition_gym.benchmarks import claims
-from composition_gym.benchmarks.report import figure, markdown
+from composition_gym.benchmarks.experiment import claims
+from composition_gym.benchmarks.experiment.report import figure, markdown
 
 
 def _runs(table: dict[str, list[dict[str, float]]]) -> list[dict]:
@@ -154,7 +154,7 @@ def test_evaluation_noise_keeps_a_one_episode_difference_inconclusive():
 
 
 def test_report_main_recomputes_and_renders(tmp_path):
-    from composition_gym.benchmarks.report import main
+    from composition_gym.benchmarks.experiment.report import main
 
     doc = {"meta": {"date": "2026-01-01T00:00:00+00:00", "commit": "abc", "command": "c", "profile": "small",
                     "budget_name": "default", "budget": {"eval_episodes": 200}, "seeds": [0, 1, 2], "workers": 2,

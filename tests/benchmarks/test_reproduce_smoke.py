@@ -8,11 +8,11 @@ import json
 import pytest
 import torch
 
-from composition_gym.benchmarks.claims import CONDITIONS, FAMILIES, MEASURES
+from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES, MEASURES
 from composition_gym.benchmarks.cli import register
-from composition_gym.benchmarks.protocol import BUDGETS
-from composition_gym.benchmarks.reproduce import add_arguments, reproduce
-from composition_gym.benchmarks.store import RunStore
+from composition_gym.benchmarks.experiment.protocol import BUDGETS
+from composition_gym.benchmarks.experiment.reproduce import add_arguments, reproduce
+from composition_gym.benchmarks.engine.store import RunStore
 
 
 @pytest.fixture(scope="module")

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from composition_gym.benchmarks import protocol
-from composition_gym.benchmarks.claims import CONDITIONS
-from composition_gym.benchmarks.protocol import RL_FN, SFT_FN
-from composition_gym.benchmarks.report import sweep_heatmap, sweep_markdown
-from composition_gym.benchmarks.sweep import Grid, add_arguments, cell_table, run_sweep, sweep_specs
+from composition_gym.benchmarks.experiment import protocol
+from composition_gym.benchmarks.experiment.claims import CONDITIONS
+from composition_gym.benchmarks.experiment.protocol import RL_FN, SFT_FN
+from composition_gym.benchmarks.experiment.report import sweep_heatmap, sweep_markdown
+from composition_gym.benchmarks.experiment.sweep import Grid, add_arguments, cell_table, run_sweep, sweep_specs
 
 TINY = protocol.BUDGETS["small"]["tiny"]
 
@@ -138,7 +138,7 @@ def test_variant_ids_carry_the_cell_s_env_kwargs():
 
 
 def test_grpo_settings_from_the_command_line_merge_into_the_budget():
-    from composition_gym.benchmarks.sweep import engine_options
+    from composition_gym.benchmarks.experiment.sweep import engine_options
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -159,7 +159,7 @@ def test_grpo_settings_from_the_command_line_merge_into_the_budget():
     (["drop_zero_variance=maybe"], "expected bool"),
 ])
 def test_bad_grpo_settings_are_one_line_errors(items, match):
-    from composition_gym.benchmarks.sweep import parse_grpo_settings
+    from composition_gym.benchmarks.experiment.sweep import parse_grpo_settings
 
     with pytest.raises(ValueError, match=match):
         parse_grpo_settings(items)

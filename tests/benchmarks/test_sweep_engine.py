@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from composition_gym.benchmarks import backends
-from composition_gym.benchmarks.backends import RunSpec, phases, run, run_local
-from composition_gym.benchmarks.progress import SweepProgress
-from composition_gym.benchmarks.ray_backend import RayOptions
-from composition_gym.benchmarks.store import RunStore, atomic_write_text, run_key
+from composition_gym.benchmarks.engine import backends
+from composition_gym.benchmarks.engine.backends import RunSpec, phases, run, run_local
+from composition_gym.benchmarks.engine.progress import SweepProgress
+from composition_gym.benchmarks.engine.ray_backend import RayOptions
+from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text, run_key
 from tests.benchmarks.toy_runs import toy_specs
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import time
 
-from composition_gym.benchmarks.backends import RunSpec
+from composition_gym.benchmarks.engine.backends import RunSpec
 
 
 def toy(config, ctx):
@@ -45,7 +45,7 @@ def toy_specs(n: int = 4, sleep: float = 0.0, children: bool = True) -> list[Run
 
 def main(root: str, workers: int, n: int, sleep: float) -> None:
     """What the kill-and-resume test runs in a subprocess."""
-    from composition_gym.benchmarks.backends import run_local
-    from composition_gym.benchmarks.store import RunStore
+    from composition_gym.benchmarks.engine.backends import run_local
+    from composition_gym.benchmarks.engine.store import RunStore
 
     run_local(toy_specs(n, sleep), RunStore(root), workers=workers)

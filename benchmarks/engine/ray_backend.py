@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from composition_gym.benchmarks.backends import RunSpec, raise_failures, check_graph, execute, phases
-from composition_gym.benchmarks.store import RunStore
+from composition_gym.benchmarks.engine.backends import RunSpec, raise_failures, check_graph, execute, phases
+from composition_gym.benchmarks.engine.store import RunStore
 
 
 @dataclass(frozen=True)

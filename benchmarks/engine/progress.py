@@ -14,8 +14,8 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from composition_gym.benchmarks.backends import RunSpec
-from composition_gym.benchmarks.store import RunStore
+from composition_gym.benchmarks.engine.backends import RunSpec
+from composition_gym.benchmarks.engine.store import RunStore
 
 
 def _kind(spec: RunSpec) -> str:

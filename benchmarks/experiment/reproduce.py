@@ -1,7 +1,7 @@
 """Reproduce the paper's three claims: the protocol of :mod:`.protocol` in one cell, several seeds.
 
 One command (``compgym reproduce``, ``make reproduce`` or
-``python -m composition_gym.benchmarks.reproduce``) runs, for every seed:
+``python -m composition_gym.benchmarks.experiment.reproduce``) runs, for every seed:
 
 1. SFT: behaviour cloning on the family's depth-mixed coverage set (v1 ids); this checkpoint is
    the ``sft`` condition and the common start of every RL arm of that seed;
@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 from composition_gym.agents.settings import check_device
-from composition_gym.benchmarks import backends, claims, protocol
-from composition_gym.benchmarks.claims import CONDITIONS, FAMILIES, MEASURES
-from composition_gym.benchmarks.ray_backend import RayOptions
-from composition_gym.benchmarks.store import RunStore, atomic_write_text
-from composition_gym.benchmarks.sweep import run_rows, add_engine_arguments, engine_options, provenance
+from composition_gym.benchmarks.engine import backends
+from composition_gym.benchmarks.experiment import claims, protocol
+from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES, MEASURES
+from composition_gym.benchmarks.engine.ray_backend import RayOptions
+from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text
+from composition_gym.benchmarks.engine.provenance import provenance
+from composition_gym.benchmarks.experiment.sweep import add_engine_arguments, engine_options
 
 #: The cell ``make reproduce`` runs unless told otherwise (its SFT budget is the budget's): the
 #: compose family, on which all three claims are stated, with ``values`` traces.  Why this cell and
@@ -98,13 +100,13 @@ def reproduce(
                                 version=version, device=device)
     checks = claims.support_checks(profile, the_cell["family"], version, exposure=the_cell["exposure"])
 
-    from composition_gym.benchmarks.progress import SweepProgress
+    from composition_gym.benchmarks.engine.progress import SweepProgress
 
     with SweepProgress(specs, store, parallel=workers, enabled=progress, title="reproduce") as view:
         records = backends.run(specs, store, backend=backend, workers=workers, ray_options=ray_options,
                                progress=view, name="reproduce")
     order = list(CONDITIONS)
-    runs = sorted(run_rows(records), key=lambda r: (r["seed"], order.index(r["condition"])))
+    runs = sorted(claims.run_rows(records), key=lambda r: (r["seed"], order.index(r["condition"])))
     doc = {
         "meta": provenance(command) | {
             "profile": profile, "version": version, "device": device, "cell": the_cell, "budget_name": budget_name,
@@ -133,7 +135,7 @@ def _agents_defaults() -> dict[str, Any]:
 
 def write_outputs(doc: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``reproduce.json``, ``reproduce.md`` and ``reproduce.png`` into ``out``."""
-    from composition_gym.benchmarks.report import figure, markdown
+    from composition_gym.benchmarks.experiment.report import figure, markdown
 
     out = Path(out)
     paths = {"json": out / "reproduce.json", "markdown": out / "reproduce.md", "figure": out / "reproduce.png"}
@@ -145,7 +147,7 @@ def write_outputs(doc: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
 
 # ---------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``compgym reproduce`` (also ``python -m composition_gym.benchmarks.reproduce``)."""
+    """The options of ``compgym reproduce`` (also ``python -m composition_gym.benchmarks.experiment.reproduce``)."""
     add_engine_arguments(parser)
     parser.add_argument("--family", choices=list(FAMILIES), default=DEFAULT_CELL["family"],
                         help="split family of the cell (default %(default)s)")
@@ -171,8 +173,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m composition_gym.benchmarks.reproduce [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m composition_gym.benchmarks.reproduce",
+    """``python -m composition_gym.benchmarks.experiment.reproduce [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m composition_gym.benchmarks.experiment.reproduce",
                                      description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

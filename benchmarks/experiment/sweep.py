@@ -3,12 +3,12 @@
 Whether RL can improve on SFT depends on how much *reachable* headroom SFT leaves (problems it
 sometimes samples right but does not answer greedily).  This sweep crosses the knobs that set it
 — see :class:`Grid` for every axis and its range — runs the protocol of
-:mod:`composition_gym.benchmarks.protocol` in every cell (SFT, then each RL arm, per seed) and
+:mod:`composition_gym.benchmarks.experiment.protocol` in every cell (SFT, then each RL arm, per seed) and
 reports the **whole grid**: per cell, SFT's headroom (pass@k − greedy) on each OOD set and each
 RL arm's gain over SFT there, as a markdown table and a heatmap.  No cell is selected after the
 fact: every cell the command line asked for is in both.
 
-Runs are resumable (see :mod:`composition_gym.benchmarks.store`): ``compgym sweep`` killed at any
+Runs are resumable (see :mod:`composition_gym.benchmarks.engine.store`): ``compgym sweep`` killed at any
 point and started again with the same options redoes only unfinished runs and writes the same
 table.  ``--backend ray`` runs each run as a Ray Tune trial (``--address`` joins a cluster).
 """
@@ -20,21 +20,19 @@ import dataclasses
 import itertools
 import json
 import os
-import shlex
-import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from composition_gym.agents.settings import check_device
-from composition_gym.benchmarks import backends, claims, protocol
-from composition_gym.benchmarks.claims import CONDITIONS, FAMILIES
-from composition_gym.benchmarks.ray_backend import RayOptions
-from composition_gym.benchmarks.store import RunStore, atomic_write_text
+from composition_gym.benchmarks.engine import backends
+from composition_gym.benchmarks.experiment import claims, protocol
+from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES
+from composition_gym.benchmarks.engine.ray_backend import RayOptions
+from composition_gym.benchmarks.engine.provenance import provenance
+from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -42,7 +40,7 @@ class Grid:
     """The sweep's axes.  Each tuple is the values swept; the defaults are the documented grid.
 
     Attributes:
-        families: split families (:data:`~composition_gym.benchmarks.claims.FAMILIES`): which
+        families: split families (:data:`~composition_gym.benchmarks.experiment.claims.FAMILIES`): which
             compositions are held out from SFT — whole cascades (``compose``) or routing x skill
             pairs (``routing_skill``).
         sft_episodes: SFT budget, expert episodes of the depth-mixed coverage set (any positive
@@ -101,12 +99,6 @@ def sweep_specs(grid: Grid, seeds: Sequence[int], budget: protocol.Budget, *, pr
 
 
 # ---------------------------------------------------------------------------- the table
-def run_rows(records: Sequence[Mapping]) -> list[dict]:
-    """Store records as claims' run rows (``seed``, ``condition``, ``metrics``)."""
-    return [{"seed": r["result"]["seed"], "condition": r["result"]["condition"], "metrics": r["result"]["metrics"],
-             "diagnostics": r["result"].get("diagnostics")} for r in records]
-
-
 def headroom(runs: Sequence[Mapping], env: str, episodes: int) -> dict | None:
     """SFT's pass@k − greedy on ``env``: mean ± SE over seeds (binomial error of both included)."""
     diffs, binom = [], []
@@ -126,7 +118,7 @@ def headroom(runs: Sequence[Mapping], env: str, episodes: int) -> dict | None:
 
 def cell_table(cell: Mapping, records: Sequence[Mapping], episodes: int, arms: Sequence[str]) -> dict[str, Any]:
     """One cell's row: SFT greedy and headroom per OOD set, each RL arm's greedy gain with a verdict."""
-    runs = run_rows(records)
+    runs = claims.run_rows(records)
     fam = FAMILIES[cell["family"]]
     row: dict[str, Any] = {"cell": dict(cell), "tag": protocol.cell_tag(cell), "sets": {}}
     for env in [k for k in fam.evals if k.startswith("ood_")]:
@@ -152,12 +144,12 @@ def run_sweep(grid: Grid = Grid(), *, seeds: int = 3, profile: str = "small", bu
     Args:
         grid: the axes (:class:`Grid`).
         seeds: seeds ``0 … seeds-1`` per cell.
-        profile, budget, overrides, device: as :func:`composition_gym.benchmarks.reproduce.reproduce`.
+        profile, budget, overrides, device: as :func:`composition_gym.benchmarks.experiment.reproduce.reproduce`.
         sweep_dir: the run store (default ``runs/sweep/<profile>-<budget>``): finished runs are kept
             here and skipped by the next invocation with the same settings.
         out: where the table, heatmap and JSON go (default: ``sweep_dir``; ``benchmarks/results``
             refreshes the committed results).
-        backend, workers, ray_options: :func:`composition_gym.benchmarks.backends.run`.
+        backend, workers, ray_options: :func:`composition_gym.benchmarks.engine.backends.run`.
     """
     if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
         raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
@@ -175,7 +167,7 @@ def run_sweep(grid: Grid = Grid(), *, seeds: int = 3, profile: str = "small", bu
     checks = [claims.support_checks(profile, fam, version, exposure=exp)
               for fam, exp in dict.fromkeys((c["family"], c["exposure"]) for c, _ in cells)]
     t0 = time.perf_counter()
-    from composition_gym.benchmarks.progress import SweepProgress
+    from composition_gym.benchmarks.engine.progress import SweepProgress
 
     parallel = workers if backend == "local" else (ray_options.max_concurrent if ray_options else None) or workers
     with SweepProgress(specs, store, parallel=parallel, enabled=progress, title=f"sweep {store.root.name}") as view:
@@ -199,30 +191,9 @@ def run_sweep(grid: Grid = Grid(), *, seeds: int = 3, profile: str = "small", bu
     return doc
 
 
-def provenance(command: str | None = None) -> dict[str, Any]:
-    """Date, commit, whether the code differs from it, the command line, the CPU count."""
-    def git(*args: str) -> str:
-        try:
-            res = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10,
-                                 cwd=Path(__file__).resolve().parents[1])
-            return res.stdout.strip() if res.returncode == 0 else ""
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "commit": git("rev-parse", "HEAD") or "unknown",
-        # Uncommitted code (not results) means the commit alone does not reproduce the numbers.
-        "dirty": bool(git("status", "--porcelain", "--", "composition_gym", "agents", "benchmarks",
-                          ":!benchmarks/results")),
-        "command": command or " ".join([Path(sys.argv[0]).name, *map(shlex.quote, sys.argv[1:])]),
-        "cpu_count": os.cpu_count(),
-    }
-
-
 def write_sweep_outputs(doc: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``sweep.json``, ``sweep.md`` and ``sweep.png`` (the heatmap) into ``out``, atomically."""
-    from composition_gym.benchmarks.report import sweep_heatmap, sweep_markdown
+    from composition_gym.benchmarks.experiment.report import sweep_heatmap, sweep_markdown
 
     out = Path(out)
     paths = {"json": out / "sweep.json", "markdown": out / "sweep.md", "figure": out / "sweep.png"}
@@ -259,7 +230,7 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``compgym sweep`` (also ``python -m composition_gym.benchmarks.sweep``)."""
+    """The options of ``compgym sweep`` (also ``python -m composition_gym.benchmarks.experiment.sweep``)."""
     add_engine_arguments(parser)
     g = Grid()
     parser.add_argument("--families", nargs="+", choices=list(FAMILIES), default=list(g.families))
@@ -326,8 +297,8 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m composition_gym.benchmarks.sweep [options]``."""
-    parser = argparse.ArgumentParser(prog="python -m composition_gym.benchmarks.sweep",
+    """``python -m composition_gym.benchmarks.experiment.sweep [options]``."""
+    parser = argparse.ArgumentParser(prog="python -m composition_gym.benchmarks.experiment.sweep",
                                      description=__doc__.splitlines()[0])
     add_arguments(parser)
     return run_from_args(parser.parse_args(argv))

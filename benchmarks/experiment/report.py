@@ -1,8 +1,8 @@
 """Render reproduction results: a markdown table beside the paper's numbers, and a PNG figure.
 
-Both read the JSON document that :func:`composition_gym.benchmarks.reproduce.reproduce` writes (``meta``,
+Both read the JSON document that :func:`composition_gym.benchmarks.experiment.reproduce.reproduce` writes (``meta``,
 ``runs``, ``summary``, ``verdicts``), so a saved result can be re-rendered without re-training:
-``python -m composition_gym.benchmarks.report benchmarks/results/reproduce.json`` (which also recomputes the
+``python -m composition_gym.benchmarks.experiment.report benchmarks/results/reproduce.json`` (which also recomputes the
 statistics from the runs).
 """
 
@@ -13,12 +13,12 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from composition_gym.benchmarks import claims
-from composition_gym.benchmarks.claims import CLAIMS, CONDITIONS, EVAL_LABELS, MEASURES, PAPER_OOD_L4
+from composition_gym.benchmarks.experiment import claims
+from composition_gym.benchmarks.experiment.claims import CLAIMS, CONDITIONS, EVAL_LABELS, MEASURES, PAPER_OOD_L4
 
 
 def _pct(stat: Mapping | None) -> str:
-    """``"42.0 ± 3.1"`` (percent) from a :func:`~composition_gym.benchmarks.claims.mean_se` dict."""
+    """``"42.0 ± 3.1"`` (percent) from a :func:`~composition_gym.benchmarks.experiment.claims.mean_se` dict."""
     if stat is None:
         return "–"
     se = "n/a" if stat["se"] is None else f"{100 * stat['se']:.1f}"

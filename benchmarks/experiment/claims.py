@@ -6,7 +6,7 @@ covering every module followed by RL on compositions *beyond* the SFT support be
 support itself.  Every claim is a comparison between *conditions* (how the agent was trained)
 measured on *evaluation environments*; this module names both, summarises per-seed results
 (mean ± standard error), turns paired differences into a verdict, and checks claim 3's premise on
-the registered supports (:func:`support_checks`).  It knows nothing about training: :mod:`composition_gym.benchmarks.reproduce` produces the runs, :mod:`composition_gym.benchmarks.report` renders them.
+the registered supports (:func:`support_checks`).  It knows nothing about training: :mod:`composition_gym.benchmarks.experiment.reproduce` produces the runs, :mod:`composition_gym.benchmarks.experiment.report` renders them.
 """
 
 from __future__ import annotations
@@ -201,6 +201,12 @@ def mean_se(values: Sequence[float]) -> dict:
 def _check_measure(measure: str) -> None:
     if measure not in MEASURES:
         raise ValueError(f"unknown measure {measure!r}; choose from {list(MEASURES)}")
+
+
+def run_rows(records: Sequence[Mapping]) -> list[dict]:
+    """Run-store records as run rows (``seed``, ``condition``, ``metrics``)."""
+    return [{"seed": r["result"]["seed"], "condition": r["result"]["condition"], "metrics": r["result"]["metrics"],
+             "diagnostics": r["result"].get("diagnostics")} for r in records]
 
 
 def run_scores(run: Mapping, measure: str = "greedy") -> dict[str, float]:

@@ -11,7 +11,7 @@ budget, exposure of held-out compositions, trace format, model size); per cell a
 
 Every run is evaluated on the family's sets (the same problems for every condition of a seed):
 greedy, sampled and pass@k success and all-steps-correct, per set.  :func:`cell_specs` turns a
-cell into :class:`~composition_gym.benchmarks.backends.RunSpec` objects for any backend; the run
+cell into :class:`~composition_gym.benchmarks.engine.backends.RunSpec` objects for any backend; the run
 functions are the only code here that trains.
 """
 
@@ -22,12 +22,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from composition_gym.benchmarks.backends import RunContext, RunSpec
-from composition_gym.benchmarks.claims import CONDITIONS, FAMILIES, VERSION
-from composition_gym.benchmarks.store import run_key
+from composition_gym.benchmarks.engine.backends import RunContext, RunSpec
+from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES, VERSION
+from composition_gym.benchmarks.engine.store import run_key
 
-SFT_FN = "composition_gym.benchmarks.protocol:sft_run"
-RL_FN = "composition_gym.benchmarks.protocol:rl_run"
+SFT_FN = "composition_gym.benchmarks.experiment.protocol:sft_run"
+RL_FN = "composition_gym.benchmarks.experiment.protocol:rl_run"
 EVAL_SEED_OFFSET = 100_000  # evaluation problems never coincide with a training seed's
 TRACE_FORMATS = ("values", "tagged")
 

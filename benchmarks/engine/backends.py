@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from composition_gym.benchmarks.store import RunStore, host, run_key
+from composition_gym.benchmarks.engine.store import RunStore, host, run_key
 
 BACKENDS = ("local", "ray")
 
@@ -283,7 +283,7 @@ def run(specs: Sequence[RunSpec], store: RunStore, *, backend: str = "local", wo
     if backend == "local":
         run_local(specs, store, workers=workers, progress=progress)
     else:
-        from composition_gym.benchmarks.ray_backend import run_ray
+        from composition_gym.benchmarks.engine.ray_backend import run_ray
 
         run_ray(specs, store, options=ray_options, progress=progress, name=name)
     return [store.load(s.key) for s in specs]
