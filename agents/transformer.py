@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from composition_gym.agents.kv_cache import KVCache
+from composition_gym.agents.kv_cache import KVCache, contiguous_block
 from composition_gym.tokens import LETTER_IDS, PAD_ID, SEP_ID, STEP_ID, VOCAB_SIZE
 
 LETTER_FIRST, LETTER_LAST = LETTER_IDS["a"], LETTER_IDS["z"]
@@ -198,10 +198,16 @@ class Rotary(nn.Module):
 
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotate feature pairs ``(x_i, x_{i+d/2})`` of ``x`` ``[..., T, d]`` by each token's angles."""
+        """Rotate feature pairs ``(x_i, x_{i+d/2})`` of ``x`` ``[..., T, d]`` by each token's angles.
+
+        ``cos``/``sin`` hold each pair's angle twice (``[..., d]``, as :meth:`tables` gives them);
+        the first half is used.  Half-width products and one concatenation: the same floats as
+        ``x * cos + cat(-x2, x1) * sin`` (``a + (-b)`` is ``a - b`` exactly) in half the tensor ops.
+        """
         half = x.shape[-1] // 2
         x1, x2 = x[..., :half], x[..., half:]
-        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+        c, s = cos[..., :half], sin[..., :half]
+        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
 
 
 class Block(nn.Module):
@@ -222,11 +228,18 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return q, k, v
 
+    def _rotated_heads(self, x: torch.Tensor, cos: torch.Tensor,
+                       sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(q, k, v)`` ``[B, H, T, hd]`` with ``q`` and ``k`` rotated together (one set of ops for both)."""
+        b, t, _ = x.shape
+        qkv = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qk = Rotary.rotate(qkv[:2], cos, sin)
+        return qk[0], qk[1], qkv[2]
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 kv_out: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self._heads(x)
-        q, k = Rotary.rotate(q, cos, sin), Rotary.rotate(k, cos, sin)
+        q, k, v = self._rotated_heads(x, cos, sin)
         if kv_out is not None:  # prefill of a KV cache: keep the rotated keys and the values
             kv_out.append((k, v))
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
@@ -252,29 +265,24 @@ class Block(nn.Module):
         h = x[rows, index] + self.drop(self.proj(a.reshape(b, d)))
         return h + self.drop(self.ffn(self.ln2(h)))
 
+    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache,
+                       layer: int) -> torch.Tensor:
+        """One new token per row, ``x`` ``[N, 1, d]``, attending to its prompt and trace in ``cache``.
 
-    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
-                       values: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """One new token per row, ``x`` ``[B, 1, d]``, attending to the cache and itself.
-
-        Writes the token's rotated key and value at ``position[b]`` of ``keys``/``values``
-        ``[B, H, C, hd]`` (in place); attends to positions ``<= position[b]``.
+        Writes the token's rotated key and value into the cache's trace part (in place).
         """
-        b, _, d = x.shape
-        q, k, v = self._heads(x)  # [B, H, 1, hd]
-        q, k = Rotary.rotate(q, cos, sin), Rotary.rotate(k, cos, sin)
-        rows = torch.arange(b, device=x.device)
-        keys[rows, :, position] = k[:, :, 0]
-        values[rows, :, position] = v[:, :, 0]
-        width = int(position.max()) + 1  # no row sees past its own position: cut the rest
-        visible = (torch.arange(width, device=x.device)[None, :] <= position[:, None]).view(b, 1, 1, width)
-        a = F.scaled_dot_product_attention(q, keys[:, :, :width], values[:, :, :width], attn_mask=visible)
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, 1, d)))
+        n, _, d = x.shape
+        q, k, v = self._rotated_heads(x, cos, sin)  # [N, H, 1, hd]
+        cache.write(layer, k, v)
+        a = cache.attend(layer, q)
+        x = x + self.drop(self.proj(a.reshape(n, 1, d)))
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
 class TransformerBody(nn.Module):
     """Token embedding, causal blocks and the final LayerNorm: ids ``[B, T]`` -> hidden ``[B, T, d]``."""
+
+    TRACE_ROOM = 32  # trace tokens a new KV cache holds before it first doubles
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -309,37 +317,45 @@ class TransformerBody(nn.Module):
         return self.ln_f(x)
 
     def prefill(self, ids: torch.Tensor, capacity: int) -> tuple[torch.Tensor, KVCache]:
-        """Hidden state ``[B, d]`` at the last real token of each right-padded row, and the KV cache.
+        """Hidden state ``[N, d]`` at the last real token of each right-padded prompt row, and the KV cache.
 
-        Positions past a row's real length hold padding in the cache; decoding overwrites them
-        one by one before any query can see them.
+        Rows that come in equal runs of identical prompts (:func:`contiguous_block`: group-relative
+        RL's ``G`` samples of a problem) are run once per run; ``capacity`` bounds prompt + trace
+        (the trace part starts with room for ``min(capacity - shortest prompt, TRACE_ROOM)`` tokens
+        and doubles when a caller goes further).
         """
         self._check(ids)
         ids, lengths = trim_to_real(ids)
         if ids.shape[1] > capacity:
             raise ValueError(f"prompt of {ids.shape[1]} tokens does not fit a KV cache of capacity {capacity}")
+        block = contiguous_block(ids)
+        ids, lengths = ids[::block], lengths[::block]
         cos, sin = self.rotary.tables(ids)
         x = self._embed(ids)
         kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for block in self.blocks:
-            x = block(x, cos, sin, kv_out=kv)
-        b, t = ids.shape
-        rows, last = torch.arange(b, device=ids.device), (lengths - 1).clamp(min=0)
-        keys, values = [], []
-        for k, v in kv:
-            kc = k.new_zeros(b, k.shape[1], capacity, k.shape[3])
-            vc = v.new_zeros(b, v.shape[1], capacity, v.shape[3])
-            kc[:, :, :t], vc[:, :, :t] = k, v
-            keys.append(kc)
-            values.append(vc)
+        for layer in self.blocks:
+            x = layer(x, cos, sin, kv_out=kv)
+        u, p = ids.shape
+        rows, last = torch.arange(u, device=ids.device), (lengths - 1).clamp(min=0)
+        bias = torch.zeros(u, 1, 1, p, device=ids.device)
+        bias.masked_fill_((torch.arange(p, device=ids.device)[None, :] >= lengths[:, None]).view(u, 1, 1, p),
+                          float("-inf"))
+        n = u * block
+        # Room for the traces: at most what the longest one could need, and no more than a first
+        # guess (traces are usually far shorter than the observation); the cache doubles if needed.
+        room = max(min(capacity - int(lengths.min()), self.TRACE_ROOM), 1)
+        heads, head_dim = kv[0][0].shape[1], kv[0][0].shape[3]
         segment = ((ids == SEP_ID) | (ids == STEP_ID)).cumsum(dim=1)[rows, last]
         run = string_positions(ids, capacity + 1)[rows, last]
-        return self.ln_f(x[rows, last]), KVCache(keys, values, lengths.clone(), segment, run)
+        cache = KVCache([k for k, _ in kv], [v.contiguous() for _, v in kv], bias, lengths.clone(),
+                        [x.new_empty(n, heads, room, head_dim) for x, _ in kv],
+                        [x.new_empty(n, heads, head_dim, room) for x, _ in kv],
+                        block, 0, segment.repeat_interleave(block), run.repeat_interleave(block))
+        return self.ln_f(x[rows, last]).repeat_interleave(block, dim=0), cache
 
     def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Hidden state ``[B, d]`` of one new token per row appended at ``cache.length``; advances the cache."""
-        capacity = cache.keys[0].shape[2]
-        position = cache.length.clamp(max=capacity - 1)  # a finished row may run past; it is ignored
+        """Hidden state ``[N, d]`` of one new token per row appended to ``cache``; advances the cache."""
+        position = cache.length
         segment = cache.segment + ((tokens == SEP_ID) | (tokens == STEP_ID)).long()
         letter = (tokens >= LETTER_FIRST) & (tokens <= LETTER_LAST)
         run = torch.where(letter, cache.run + 1, torch.zeros_like(cache.run))
@@ -348,9 +364,9 @@ class TransformerBody(nn.Module):
             x = x + self.string_pos(run.clamp(max=self.config.string_positions - 1))
         x = self.drop(x).unsqueeze(1)
         cos, sin = self.rotary.at(position, segment)
-        for block, k, v in zip(self.blocks, cache.keys, cache.values):
-            x = block.forward_cached(x, cos, sin, k, v, position)
-        cache.length, cache.segment, cache.run = cache.length + 1, segment, run
+        for i, layer in enumerate(self.blocks):
+            x = layer.forward_cached(x, cos, sin, cache, i)
+        cache.written, cache.segment, cache.run = cache.written + 1, segment, run
         return self.ln_f(x[:, 0])
 
     def last_hidden(self, ids: torch.Tensor) -> torch.Tensor:
@@ -429,7 +445,8 @@ class TransformerLM(nn.Module):
         return self.head(hidden), cache
 
     def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Append one token per row (``[B]``) to ``cache``; next-token logits ``[B, V]``.
+        """Append one token to every row of ``cache`` (``tokens`` ``[N]``; rows advance in lockstep);
+        next-token logits ``[N, V]``.
 
         Equal to ``last_logits`` of the whole sequence so far (up to float rounding), at the cost
         of one position per row instead of the whole prefix.

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import composition_gym  # noqa: F401
+from composition_gym.agents.kv_cache import contiguous_block
 from composition_gym.agents.transformer import trim_to_real
 
 
@@ -47,10 +48,59 @@ def test_cached_logits_equal_full_forward(small_lm, depth):
     assert worst <= 1e-5, f"cached logits differ from the full forward by {worst:.2e} at depth {depth}"
 
 
-def test_cache_select_keeps_rows(small_lm):
-    obs = expert_batch("composition_gym/Compose-L3-v0", [0, 1, 2])
-    ids = torch.as_tensor(obs)
+def _grouped_sequences(group: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows in blocks of ``group`` sharing a prompt, each block's rows continuing with a different
+    trace (the traces of other problems: the model need not like them).  Returns ``(full,
+    prompts, prompt_len)``, right-padded."""
+    obs = torch.as_tensor(expert_batch("composition_gym/Compose-L3-v0", list(range(4))))
+    sep = (obs == composition_gym.tokens.SEP_ID).int().argmax(dim=1)
+    lengths = (obs != 0).sum(dim=1)
+    rows = []
+    for j in range(4):
+        for r in range(group):
+            k = (j + r) % 4
+            rows.append(torch.cat([obs[j, : sep[j] + 1], obs[k, sep[k] + 1 : lengths[k]]]))
+    full = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+    prompt_len = (sep + 1).repeat_interleave(group)
+    prompts = torch.where(torch.arange(full.shape[1])[None] < prompt_len[:, None], full, 0)
+    return full, prompts, prompt_len
+
+
+@pytest.mark.parametrize("group", [1, 3])
+def test_grouped_prompts_are_prefilled_once_and_decode_like_the_full_forward(small_lm, group):
+    full, prompts, prompt_len = _grouped_sequences(group)
+    expected = small_lm(full)
+    lengths = (full != 0).sum(dim=1)
+    rows = torch.arange(len(full))
     with torch.no_grad():
-        _, cache = small_lm.prefill(ids)
-        sub = cache.select(torch.tensor([2, 0]))
-    assert sub.keys[0].shape[0] == 2 and int(sub.length[0]) == int(cache.length[2])
+        logits, cache = small_lm.prefill(prompts, capacity=full.shape[1])
+        assert cache.block == group and cache.prompt_keys[0].shape[0] == 4  # one prompt per block
+        worst = float((logits - expected[rows, prompt_len - 1]).abs().max())
+        kept = rows
+        for step in range(int((lengths - prompt_len).max())):
+            if step == 4:  # drop the second and fourth blocks, keep decoding the others
+                cache = cache.select_blocks(torch.tensor([0, 2]))
+                kept = torch.cat([rows[:group], rows[2 * group : 3 * group]])
+            pos = (prompt_len[kept] + step).clamp(max=full.shape[1] - 1)
+            logits = small_lm.decode(full[kept, pos], cache)
+            live = prompt_len[kept] + step < lengths[kept]  # rows whose trace has this token
+            worst = max(worst, float(((logits - expected[kept, pos]) * live[:, None]).abs().max()))
+    assert worst <= 1e-5, f"grouped cached logits differ from the full forward by {worst:.2e}"
+
+
+def test_contiguous_block_finds_equal_runs_only():
+    a, b = [1, 2, 0], [1, 3, 0]
+    assert contiguous_block(torch.tensor([a, a, b, b])) == 2
+    assert contiguous_block(torch.tensor([a, a, b])) == 1
+    assert contiguous_block(torch.tensor([a, b, a])) == 1
+    assert contiguous_block(torch.tensor([a])) == 1
+
+
+def test_cache_grows_past_its_capacity(small_lm):
+    ids = torch.as_tensor(expert_batch("composition_gym/Compose-L3-v0", [0, 1]))
+    sep = int((ids == composition_gym.tokens.SEP_ID).int().argmax(dim=1).max())
+    with torch.no_grad():
+        _, cache = small_lm.prefill(ids[:, : sep + 1], capacity=sep + 2)
+        for _ in range(5):  # the trace part was sized for ~1 token; decoding further still works
+            small_lm.decode(torch.full((2,), composition_gym.tokens.LETTER_IDS["a"]), cache)
+    assert cache.written == 5 and cache.trace_keys[0].shape[2] >= 5
