@@ -166,13 +166,18 @@ class GRPOConfig:
         advantage: ``"grpo"``, ``"drgrpo"`` or ``"rloo"``.
         clip_eps: PPO ratio clipping.
         epochs: passes over each iteration's completions; ``minibatch_size`` completions per step.
-        kl_coef: weight of the KL to the reference model (k3 estimator); 0 still reports it.
+        kl_coef: weight of the KL to the reference model (k3 estimator).  At 0 the reference
+            pass is skipped and ``kl_ref`` is estimated on ``kl_sample`` sampled completions.
         loss_agg: ``"token"`` (mean over all tokens of the minibatch) or ``"sequence"`` (mean of
             per-sequence token means).
         grad_clip: max gradient norm.
         drop_zero_variance: skip groups whose rewards are all equal (advantage 0 everywhere).
         checkpoint_every: iterations between checkpoints (with a ``run_dir``).
         process_reward: the env's reward per correct intermediate (0: outcome reward only).
+        kl_sample: completions per iteration on which ``kl_ref`` is estimated when ``kl_coef``
+            is 0 (a strided subsample; 0 reports NaN).
+        compile: ``torch.compile`` the model body for the update (off by default: on two CPU
+            cores it did not pay for its compile time, see docs/performance.md).
     """
 
     iterations: int = 30
@@ -192,6 +197,8 @@ class GRPOConfig:
     drop_zero_variance: bool = True
     checkpoint_every: int = 5
     process_reward: float = 0.0
+    kl_sample: int = 256
+    compile: bool = False
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first bad field and its allowed range."""
@@ -201,8 +208,12 @@ class GRPOConfig:
                 raise ValueError(f"GRPOConfig.{name} must be an int >= 1, got {v!r}")
         if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or self.group_size < 2:
             raise ValueError(f"GRPOConfig.group_size must be an int >= 2 (a group baseline), got {self.group_size!r}")
-        if isinstance(self.warmup, bool) or not isinstance(self.warmup, int) or self.warmup < 0:
-            raise ValueError(f"GRPOConfig.warmup must be an int >= 0, got {self.warmup!r}")
+        for name in ("warmup", "kl_sample"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"GRPOConfig.{name} must be an int >= 0, got {v!r}")
+        if not isinstance(self.compile, bool):
+            raise ValueError(f"GRPOConfig.compile must be a bool, got {self.compile!r}")
         for name in ("temperature", "lr", "clip_eps", "grad_clip"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"GRPOConfig.{name} must be > 0, got {getattr(self, name)!r}")
