@@ -104,3 +104,17 @@ def test_cache_grows_past_its_capacity(small_lm):
         for _ in range(5):  # the trace part was sized for ~1 token; decoding further still works
             small_lm.decode(torch.full((2,), composition_gym.tokens.LETTER_IDS["a"]), cache)
     assert cache.written == 5 and cache.trace_keys[0].shape[2] >= 5
+
+
+def test_the_shipped_checkpoint_decodes_the_episodes_it_decoded_before():
+    """Greedy evaluation of ``pretrained("small")`` (KV-cached decoding): the same 200 episodes, token
+    for token, as on main at 6f7cf5f, before the two-part cache."""
+    import hashlib
+    import json
+
+    from composition_gym.agents import LMAgent, evaluate, pretrained
+
+    report = evaluate(LMAgent(pretrained("small")), ["composition_gym/Compose-L3-v1"], episodes=200, seed=123)
+    tokens = json.dumps([e.tokens for e in report.episodes]).encode()
+    assert report.success == 0.84
+    assert hashlib.sha256(tokens).hexdigest() == "350e7977ccc5b718b4b607b86024177318ad29209625e4b5dda1c09d114bfe99"
