@@ -163,7 +163,8 @@ def bucket_log_probs(lm: TransformerLM, data: Completions, rows: np.ndarray, tem
                      body: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(log p(action), entropy)`` ``[M]`` of the ``M`` written tokens of ``rows`` (packed, row by
     row) under ``lm``'s tempered, masked policy: one forward of ``body`` (default ``lm.body``) over
-    the rows cut to their longest; the head and the log-softmax see the written tokens only."""
+    the rows cut to their longest; the head and the log-softmax see the written tokens only.  The
+    entropy carries no gradient."""
     row, step, pos = _written(data, rows)
     index = torch.as_tensor(rows, device=data.ids.device)
     hidden = (lm.body if body is None else body)(data.ids[index, : int(data.lengths[rows].max())])
@@ -172,7 +173,8 @@ def bucket_log_probs(lm: TransformerLM, data: Completions, rows: np.ndarray, tem
     masks = data.masks[row, step]
     logp_all = torch.log_softmax(logits.masked_fill(~masks, float("-inf")), dim=-1)
     logp = logp_all.gather(-1, data.actions[row, step].unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all.masked_fill(~masks, 0.0)).sum(-1)
+    with torch.no_grad():  # a logged number: no graph, no backward through it
+        entropy = -(logp_all.exp() * logp_all.masked_fill(~masks, 0.0)).sum(-1)
     return logp, entropy
 
 

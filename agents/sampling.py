@@ -78,9 +78,10 @@ class LMChooser:
         masked: restrict to the grammar mask (``False``: the raw argmax or distribution).
 
     Attributes:
-        log_probs: after each sampled :meth:`choose` (``temperature > 0``), ``log p`` of the chosen
-            tokens under the tempered, masked distribution they were drawn from (the behaviour
-            policy's log-probabilities that group-relative RL's ratio needs); ``None`` when greedy.
+        log_probs: with ``record_log_probs`` set, after each sampled :meth:`choose`
+            (``temperature > 0``), ``log p`` of the chosen tokens under the tempered, masked
+            distribution they were drawn from (the behaviour policy's log-probabilities that
+            group-relative RL's ratio needs); else ``None``.
     """
 
     #: Drop finished groups from the cache once they are this share of it (a copy of the cache
@@ -93,6 +94,7 @@ class LMChooser:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         self.lm, self.temperature, self.generator, self.masked = lm, float(temperature), generator, masked
         self.device = next(lm.parameters()).device
+        self.record_log_probs = False  # set by play(record_log_probs=True)
         self.log_probs: np.ndarray | None = None
 
     @torch.no_grad()
@@ -118,20 +120,25 @@ class LMChooser:
         if self.pending is not None:
             self.logits = self.lm.decode(self.pending, self.cache)
         self._drop_finished(alive)
-        where = torch.as_tensor(np.searchsorted(self.rows, alive), device=self.device)
-        logits = self.logits[where].float()
+        every = len(alive) == len(self.rows)  # no row of the cache has ended: no gathers needed
+        where = None if every else torch.as_tensor(np.searchsorted(self.rows, alive), device=self.device)
+        logits = self.logits if every else self.logits[where]
         if self.masked:  # one tensor op for the whole batch
-            logits = logits.masked_fill(~torch.as_tensor(masks[alive], device=self.device), float("-inf"))
+            m = masks if len(alive) == len(masks) else masks[alive]
+            logits = logits.masked_fill(~torch.as_tensor(m, device=self.device), float("-inf"))
+        self.log_probs = None
         if self.temperature == 0:
             tokens = logits.argmax(dim=-1)
-            self.log_probs = None
         else:
-            scaled = logits / self.temperature
+            scaled = logits.float() / self.temperature
             tokens = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=self.generator)[:, 0]
-            self.log_probs = torch.log_softmax(scaled, dim=-1).gather(1, tokens[:, None])[:, 0].cpu().numpy()
-        pending = torch.full((len(self.rows),), T.PAD_ID, dtype=torch.int64, device=self.device)
-        pending[where] = tokens
-        self.pending = pending
+            if self.record_log_probs:
+                self.log_probs = torch.log_softmax(scaled, dim=-1).gather(1, tokens[:, None])[:, 0].cpu().numpy()
+        if every:
+            self.pending = tokens
+        else:
+            self.pending = torch.full((len(self.rows),), T.PAD_ID, dtype=torch.int64, device=self.device)
+            self.pending[where] = tokens
         return tokens.cpu().numpy()
 
 
@@ -190,6 +197,8 @@ def play(venv: gym.vector.VectorEnv, seeds: list[int], chooser: Any | None, *, r
     final_obs = np.zeros((count, width), dtype=np.int64)
     infos: list[dict[str, Any]] = [{} for _ in range(count)]
     alive = np.arange(count)
+    if isinstance(chooser, LMChooser):
+        chooser.record_log_probs = record_log_probs
     if chooser is not None:
         chooser.start(obs)
     need_oracle = chooser is None or record_expert
