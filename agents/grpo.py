@@ -1,7 +1,8 @@
 """Group-relative policy optimisation (GRPO, Dr.GRPO, RLOO) of a :class:`TransformerLM`.
 
 PPO's clipped-ratio objective with a *group baseline* instead of a critic, at the sequence level,
-in the CleanRL spirit: one file, one config dataclass, every logged number named.
+in the CleanRL spirit: one file, one config dataclass, every logged number named (the file runs
+past 400 lines for that reason: the algorithm reads top to bottom in one place).
 :func:`train_grpo` repeats five phases, each a function of this module:
 
 1. :func:`sample`: draw ``B`` problems and sample ``G`` completions of each (a group shares its
@@ -27,7 +28,9 @@ sampling policy too, which is what PPO's clipped trust region is measured agains
 reference pass runs only when ``kl_coef > 0``; otherwise ``kl_ref`` is measured on a strided
 subsample of ``kl_sample`` completions (the k3 estimate of KL(sampling policy || reference)).
 Each minibatch runs in length buckets (rows sorted by length, each bucket cut to its own longest
-row), and the head and log-softmax see only the written tokens: no work on padding.
+row), and the head and log-softmax see only the written tokens: no work on padding.  Samples of
+one problem that agree token for token have the same loss terms: one of them runs, weighted by
+how many it stands for.
 
 Why not SB3's PPO: its per-token minibatches of a few hundred tokens hold about a dozen episodes,
 so each update is mostly noise for a policy that already solves most problems; here one update
@@ -118,6 +121,7 @@ class Scored(Completions):
     rows: torch.Tensor  # [K]
     rewards: torch.Tensor  # [B, G]
     informative: torch.Tensor  # [B] groups whose rewards differ
+    history: np.ndarray  # [N] equal for rows of one group with the same tokens (same loss terms)
 
 
 def score(played: Played, cfg: GRPOConfig, device: str | torch.device = "cpu") -> Scored:
@@ -127,13 +131,19 @@ def score(played: Played, cfg: GRPOConfig, device: str | torch.device = "cpu") -
     informative = rewards.max(dim=1).values > rewards.min(dim=1).values
     keep = informative.repeat_interleave(g) if cfg.drop_zero_variance else torch.ones(b * g, dtype=torch.bool)
     lengths = np.asarray(played.prompt_len + played.steps)
-    return Scored(ids=torch.as_tensor(played.obs[:, : int(lengths.max())], device=device),
+    obs = played.obs[:, : int(lengths.max())]
+    # Samples of one problem often agree token for token; such rows have the same advantage,
+    # log-probabilities and gradient, so the update runs one of them, weighted.
+    group = np.repeat(np.arange(b), g)[:, None]
+    history = np.unique(np.concatenate([group, obs], axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    return Scored(ids=torch.as_tensor(obs, device=device),
                   prompt_len=torch.as_tensor(played.prompt_len, device=device),
                   actions=torch.as_tensor(played.actions, device=device),
                   masks=torch.as_tensor(played.masks, device=device), steps=np.asarray(played.steps),
                   lengths=lengths, old_logp=torch.as_tensor(played.log_probs, device=device),
                   advantages=group_advantages(rewards, cfg.advantage).view(-1).to(device),
-                  rows=torch.nonzero(keep).squeeze(1).to(device), rewards=rewards, informative=informative)
+                  rows=torch.nonzero(keep).squeeze(1).to(device), rewards=rewards, informative=informative,
+                  history=history)
 
 
 # ---------------------------------------------------------------------------- 3. update
@@ -209,10 +219,11 @@ def update(lm: TransformerLM, ref: TransformerLM, opt: torch.optim.Optimizer, sc
         for mb in order.split(cfg.minibatch_size):
             mb_rows = mb.cpu().numpy()
             n_tokens = int(scored.steps[mb_rows].sum())
+            rows, copies = distinct_rows(scored, mb_rows)
             opt.zero_grad(set_to_none=True)
             sums = []
-            for bucket in length_buckets(mb_rows, scored.lengths):
-                sums.append(_bucket_loss(lm, ref, scored, bucket, cfg, n_tokens, len(mb_rows), body))
+            for bucket in length_buckets(rows, scored.lengths):
+                sums.append(_bucket_loss(lm, ref, scored, bucket, copies[bucket], cfg, n_tokens, len(mb_rows), body))
             torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
@@ -225,12 +236,21 @@ def update(lm: TransformerLM, ref: TransformerLM, opt: torch.optim.Optimizer, sc
     return out
 
 
-def _bucket_loss(lm: TransformerLM, ref: TransformerLM, scored: Scored, bucket: np.ndarray, cfg: GRPOConfig,
-                 n_tokens: int, n_rows: int, body: Any = None) -> torch.Tensor:
-    """Backward of one bucket's share of its minibatch's loss; returns the detached sums of
-    ``[loss, kl, entropy, clipped tokens]``."""
+def distinct_rows(scored: Scored, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One row per distinct history among ``rows`` and, indexed by row, how many of ``rows`` it stands for."""
+    _, first, counts = np.unique(scored.history[rows], return_index=True, return_counts=True)
+    copies = np.zeros(len(scored.steps), dtype=np.int64)
+    copies[rows[first]] = counts
+    return rows[first], copies
+
+
+def _bucket_loss(lm: TransformerLM, ref: TransformerLM, scored: Scored, bucket: np.ndarray, copies: np.ndarray,
+                 cfg: GRPOConfig, n_tokens: int, n_rows: int, body: Any = None) -> torch.Tensor:
+    """Backward of one bucket's share of its minibatch's loss (each row standing for ``copies`` of
+    itself); returns the detached sums of ``[loss, kl, entropy, clipped tokens]``."""
     logp, entropy = bucket_log_probs(lm, scored, bucket, cfg.temperature, body)
     index, step, _ = _written(scored, bucket)
+    count = torch.as_tensor(np.repeat(copies, scored.steps[bucket]), dtype=logp.dtype, device=logp.device)
     ratio = (logp - scored.old_logp[index, step]).exp()
     a = scored.advantages[index]
     per_token = -torch.minimum(ratio * a, ratio.clamp(1 - cfg.clip_eps, 1 + cfg.clip_eps) * a)
@@ -242,13 +262,13 @@ def _bucket_loss(lm: TransformerLM, ref: TransformerLM, scored: Scored, bucket: 
         kl = log_r.exp() - log_r - 1  # k3: unbiased, non-negative estimate of KL(pi || ref)
         per_token = per_token + cfg.kl_coef * kl
     if cfg.loss_agg == "token":
-        weight = torch.full_like(logp, 1.0 / max(n_tokens, 1))
+        weight = count / max(n_tokens, 1)
     else:  # the mean over the minibatch's sequences of each sequence's token mean
-        weight = 1.0 / (torch.as_tensor(scored.steps, device=logp.device)[index].clamp(min=1) * n_rows)
+        weight = count / (torch.as_tensor(scored.steps, device=logp.device)[index].clamp(min=1) * n_rows)
     loss = (per_token * weight).sum()
     loss.backward()
     clipped = ((ratio - 1).abs() > cfg.clip_eps).float()
-    return torch.stack([loss, kl.sum(), entropy.sum(), clipped.sum()]).detach()
+    return torch.stack([loss, (kl * count).sum(), (entropy * count).sum(), (clipped * count).sum()]).detach()
 
 
 def kl_estimate(ref: TransformerLM, scored: Scored, cfg: GRPOConfig) -> float:
@@ -478,5 +498,5 @@ def bc_then_grpo(env_id: str | Sequence[str], bc_episodes: int, rl_env_id: str, 
     return lm, {"bc": bc_stats, "grpo": stats}
 
 
-__all__ = ["ADVANTAGES", "GRPOConfig", "bc_then_grpo", "group_advantages", "kl_estimate", "length_buckets",
+__all__ = ["ADVANTAGES", "GRPOConfig", "bc_then_grpo", "distinct_rows", "group_advantages", "kl_estimate", "length_buckets",
            "log_iteration", "sample", "save_checkpoint", "score", "token_log_probs", "train_grpo", "update"]

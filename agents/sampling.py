@@ -65,10 +65,13 @@ class Played:
 class LMChooser:
     """Tokens from a :class:`TransformerLM` with a KV cache: greedy (``temperature=0``) or sampled.
 
-    The prompts are prefilled once (once per group of identical consecutive prompts: see
-    :mod:`composition_gym.agents.kv_cache`), then every step decodes one token per cached row.
-    Once the groups whose rows have all ended are an eighth of the cache they are dropped from it,
-    so decoding cost follows the live count.
+    The cache holds one row per distinct *history* (prompt + tokens so far), not per episode:
+    rows with the same prompt are prefilled once, and the samples of one history are decoded once
+    until they diverge (:meth:`KVCache.fork <composition_gym.agents.kv_cache.KVCache.fork>`);
+    histories whose episodes have all ended are dropped.  Group-relative RL's ``G`` samples of a
+    problem from a confident model share most of their tokens, so decoding costs follow the
+    distinct histories, not the rows.  Every row still samples from its own copy of the logits,
+    in row order: the random draws are those of decoding each row on its own.
 
     Args:
         lm: the model (its device is used).
@@ -84,10 +87,6 @@ class LMChooser:
             group-relative RL's ratio needs); else ``None``.
     """
 
-    #: Drop finished groups from the cache once they are this share of it (a copy of the cache
-    #: costs about one decoding step's attention, so dropping at every death would cost more).
-    DROP_SHARE = 1 / 8
-
     def __init__(self, lm: TransformerLM, temperature: float = 0.0, generator: torch.Generator | None = None,
                  masked: bool = True):
         if temperature < 0:
@@ -99,30 +98,20 @@ class LMChooser:
 
     @torch.no_grad()
     def start(self, obs: np.ndarray) -> None:
-        """Prefill the cache with every row's prompt."""
-        ids = torch.as_tensor(obs, dtype=torch.int64, device=self.device)
+        """Prefill the cache with every distinct prompt, once."""
+        prompts, self.slot = np.unique(obs, axis=0, return_inverse=True)  # env row -> cache row
+        self.slot = self.slot.reshape(-1)
+        ids = torch.as_tensor(prompts, dtype=torch.int64, device=self.device)
         self.logits, self.cache = self.lm.prefill(ids, capacity=ids.shape[1])
-        self.rows = np.arange(len(obs))  # env row of each cache row
         self.pending: torch.Tensor | None = None
-
-    def _drop_finished(self, alive: np.ndarray) -> None:
-        g = self.cache.block
-        live = np.isin(self.rows, alive).reshape(-1, g).any(axis=1)  # per group of the cache
-        if live.size - live.sum() >= max(1, self.DROP_SHARE * live.size):
-            blocks = np.flatnonzero(live)
-            rows = (blocks[:, None] * g + np.arange(g)[None, :]).reshape(-1)
-            self.cache = self.cache.select_blocks(torch.as_tensor(blocks, device=self.device))
-            self.logits, self.rows = self.logits[torch.as_tensor(rows, device=self.device)], self.rows[rows]
 
     @torch.no_grad()
     def choose(self, obs: np.ndarray, masks: np.ndarray, alive: np.ndarray) -> np.ndarray:
         """Tokens for the env rows ``alive`` (a sorted subset of the rows of the last call)."""
         if self.pending is not None:
             self.logits = self.lm.decode(self.pending, self.cache)
-        self._drop_finished(alive)
-        every = len(alive) == len(self.rows)  # no row of the cache has ended: no gathers needed
-        where = None if every else torch.as_tensor(np.searchsorted(self.rows, alive), device=self.device)
-        logits = self.logits if every else self.logits[where]
+        slot = self.slot[alive]
+        logits = self.logits[torch.as_tensor(slot, device=self.device)]  # every row its own copy
         if self.masked:  # one tensor op for the whole batch
             m = masks if len(alive) == len(masks) else masks[alive]
             logits = logits.masked_fill(~torch.as_tensor(m, device=self.device), float("-inf"))
@@ -134,12 +123,17 @@ class LMChooser:
             tokens = torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=self.generator)[:, 0]
             if self.record_log_probs:
                 self.log_probs = torch.log_softmax(scaled, dim=-1).gather(1, tokens[:, None])[:, 0].cpu().numpy()
-        if every:
-            self.pending = tokens
-        else:
-            self.pending = torch.full((len(self.rows),), T.PAD_ID, dtype=torch.int64, device=self.device)
-            self.pending[where] = tokens
-        return tokens.cpu().numpy()
+        chosen = tokens.cpu().numpy()
+        # The next histories: one per distinct (history, token); a row no live episode continues
+        # is fed <pad> and ignored until the cache compacts.
+        vocab = self.logits.shape[1]
+        histories, which = np.unique(slot * vocab + chosen, return_inverse=True)
+        rows = self.cache.fork(histories // vocab)
+        self.slot[alive] = rows[which.reshape(-1)]
+        pending = np.full(self.cache.rows, T.PAD_ID, dtype=np.int64)
+        pending[rows] = histories % vocab
+        self.pending = torch.as_tensor(pending, device=self.device)
+        return chosen
 
 
 class AgentChooser:

@@ -7,6 +7,10 @@ One set of weights serves three uses (see :mod:`composition_gym.agents.policy` f
 * a features extractor: the hidden state at the last real token of an observation;
 * a plain agent: greedy decoding under the grammar mask (:class:`composition_gym.agents.agent.LMAgent`).
 
+The file holds the model and its three forward paths (whole sequence, last position only, one
+cached token per row), which share the blocks' internals; it runs past 400 lines for that reason.
+The decoding cache and its attention are :mod:`composition_gym.agents.kv_cache`.
+
 Positions are *rotary* (RoPE): attention scores depend only on the distance between two tokens,
 never on their absolute index, so the OOD-depth environments (traces longer than any seen in
 training) do not meet an untrained position embedding.  Observations are right-padded with
@@ -26,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from composition_gym.agents.kv_cache import KVCache, contiguous_block
+from composition_gym.agents.kv_cache import KVCache
 from composition_gym.tokens import LETTER_IDS, PAD_ID, SEP_ID, STEP_ID, VOCAB_SIZE
 
 LETTER_FIRST, LETTER_LAST = LETTER_IDS["a"], LETTER_IDS["z"]
@@ -282,7 +286,7 @@ class Block(nn.Module):
 class TransformerBody(nn.Module):
     """Token embedding, causal blocks and the final LayerNorm: ids ``[B, T]`` -> hidden ``[B, T, d]``."""
 
-    TRACE_ROOM = 32  # trace tokens a new KV cache holds before it first doubles
+    TRACE_ROOM = 32  # generated tokens a new KV cache holds before it first doubles
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -317,44 +321,38 @@ class TransformerBody(nn.Module):
         return self.ln_f(x)
 
     def prefill(self, ids: torch.Tensor, capacity: int) -> tuple[torch.Tensor, KVCache]:
-        """Hidden state ``[N, d]`` at the last real token of each right-padded prompt row, and the KV cache.
+        """Hidden state ``[B, d]`` at the last real token of each right-padded prompt row, and the KV cache.
 
-        Rows that come in equal runs of identical prompts (:func:`contiguous_block`: group-relative
-        RL's ``G`` samples of a problem) are run once per run; ``capacity`` bounds prompt + trace
-        (the trace part starts with room for ``min(capacity - shortest prompt, TRACE_ROOM)`` tokens
-        and doubles when a caller goes further).
+        ``capacity`` bounds the longest prompt; the cache has room for :data:`TRACE_ROOM` generated
+        tokens after it and doubles when a caller goes further.
         """
         self._check(ids)
         ids, lengths = trim_to_real(ids)
         if ids.shape[1] > capacity:
             raise ValueError(f"prompt of {ids.shape[1]} tokens does not fit a KV cache of capacity {capacity}")
-        block = contiguous_block(ids)
-        ids, lengths = ids[::block], lengths[::block]
         cos, sin = self.rotary.tables(ids)
         x = self._embed(ids)
         kv: list[tuple[torch.Tensor, torch.Tensor]] = []
         for layer in self.blocks:
             x = layer(x, cos, sin, kv_out=kv)
-        u, p = ids.shape
-        rows, last = torch.arange(u, device=ids.device), (lengths - 1).clamp(min=0)
-        bias = torch.zeros(u, 1, 1, p, device=ids.device)
-        bias.masked_fill_((torch.arange(p, device=ids.device)[None, :] >= lengths[:, None]).view(u, 1, 1, p),
-                          float("-inf"))
-        n = u * block
-        # Room for the traces: at most what the longest one could need, and no more than a first
-        # guess (traces are usually far shorter than the observation); the cache doubles if needed.
-        room = max(min(capacity - int(lengths.min()), self.TRACE_ROOM), 1)
-        heads, head_dim = kv[0][0].shape[1], kv[0][0].shape[3]
+        b, p = ids.shape
+        rows, last = torch.arange(b, device=ids.device), (lengths - 1).clamp(min=0)
+        room = p + self.TRACE_ROOM
+        keys, values = [], []
+        for k, v in kv:
+            keys.append(k.new_empty(b, k.shape[1], room, k.shape[3]))
+            keys[-1][:, :, :p] = k
+            values.append(v.new_empty(b, v.shape[1], v.shape[3], room))
+            values[-1][..., :p] = v.transpose(-1, -2)
+        bias = torch.zeros(b, 1, 1, room, device=ids.device)
+        bias[..., :p].masked_fill_((torch.arange(p, device=ids.device)[None, :] >= lengths[:, None]).view(b, 1, 1, p),
+                                   float("-inf"))
         segment = ((ids == SEP_ID) | (ids == STEP_ID)).cumsum(dim=1)[rows, last]
         run = string_positions(ids, capacity + 1)[rows, last]
-        cache = KVCache([k for k, _ in kv], [v.contiguous() for _, v in kv], bias, lengths.clone(),
-                        [x.new_empty(n, heads, room, head_dim) for x, _ in kv],
-                        [x.new_empty(n, heads, head_dim, room) for x, _ in kv],
-                        block, 0, segment.repeat_interleave(block), run.repeat_interleave(block))
-        return self.ln_f(x[rows, last]).repeat_interleave(block, dim=0), cache
+        return self.ln_f(x[rows, last]), KVCache(keys, values, bias, lengths.clone(), p, 0, segment, run)
 
     def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Hidden state ``[N, d]`` of one new token per row appended to ``cache``; advances the cache."""
+        """Hidden state ``[R, d]`` of one new token per row appended to ``cache``; advances the cache."""
         position = cache.length
         segment = cache.segment + ((tokens == SEP_ID) | (tokens == STEP_ID)).long()
         letter = (tokens >= LETTER_FIRST) & (tokens <= LETTER_LAST)
@@ -439,14 +437,14 @@ class TransformerLM(nn.Module):
     def prefill(self, ids: torch.Tensor, capacity: int | None = None) -> tuple[torch.Tensor, KVCache]:
         """Start incremental decoding: next-token logits ``[B, V]`` after each right-padded row, and its cache.
 
-        ``capacity`` (default: ``ids.shape[1]``, an env observation's width) bounds the total length.
+        ``capacity`` (default: ``ids.shape[1]``, an env observation's width) bounds the prompts.
         """
         hidden, cache = self.body.prefill(ids, capacity or ids.shape[1])
         return self.head(hidden), cache
 
     def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Append one token to every row of ``cache`` (``tokens`` ``[N]``; rows advance in lockstep);
-        next-token logits ``[N, V]``.
+        """Append one token to every row of ``cache`` (``tokens`` ``[R]``; rows advance in lockstep);
+        next-token logits ``[R, V]``.
 
         Equal to ``last_logits`` of the whole sequence so far (up to float rounding), at the cost
         of one position per row instead of the whole prefix.

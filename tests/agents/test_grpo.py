@@ -169,6 +169,33 @@ def test_update_in_length_buckets_equals_one_padded_batch(monkeypatch):
         torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
 
 
+def test_rows_that_agree_token_for_token_run_once_weighted(monkeypatch):
+    """At a low temperature most samples of a problem are the same tokens: the update runs each
+    distinct one once, weighted, and moves the parameters exactly as running every row does."""
+    played, cfg = _played(cfg=GRPOConfig(**{**TINY, "problems_per_iter": 4, "group_size": 3, "temperature": 1e-4,
+                                             "drop_zero_variance": False, "epochs": 1, "minibatch_size": 12,
+                                             "kl_coef": 0.1, "loss_agg": "sequence"}))
+    played.reward[:] = np.arange(12) % 2  # every group informative
+    scored = grpo.score(played, cfg)
+    rows, copies = grpo.distinct_rows(scored, np.arange(12))
+    assert len(rows) < 12 and copies.sum() == 12 and (copies[rows] >= 1).all()
+    results = []
+    for dedupe in (True, False):
+        if not dedupe:
+            monkeypatch.setattr(grpo, "distinct_rows", lambda s, r: (r, np.ones(len(s.steps), dtype=np.int64)))
+        lm = tiny_lm()
+        opt = torch.optim.AdamW(lm.parameters(), lr=1e-2)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+        stats = grpo.update(lm, tiny_lm().requires_grad_(False), opt, sched, scored, cfg,
+                            torch.Generator().manual_seed(0))
+        results.append((stats, [p.detach().clone() for p in lm.parameters()]))
+    (a, pa), (b, pb) = results
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-4, abs=1e-7), k
+    for x, y in zip(pa, pb):
+        torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-4)
+
+
 def test_no_reference_pass_when_kl_coef_is_zero(monkeypatch):
     played, cfg = _played()
     cfg = GRPOConfig(**{**cfg.to_dict(), "kl_coef": 0.0, "drop_zero_variance": False, "kl_sample": 6})
