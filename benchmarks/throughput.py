@@ -28,7 +28,9 @@ g. **peak memory** of each: traced Python/numpy allocations (``tracemalloc``) fo
 Where one group-relative iteration spends its time is :mod:`composition_gym.benchmarks.profile_grpo`.
 
 Prints a table and writes ``benchmarks/results/throughput.json``.  Timings are noisy on a shared
-machine: compare the ratios, which are measured side by side.
+machine: compare the ratios, which are measured side by side.  (One module for all of
+``compgym bench``: the workers, the goals and the table share their keys, so the file runs past
+400 lines.)
 """
 
 from __future__ import annotations
