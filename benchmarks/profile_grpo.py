@@ -1,9 +1,9 @@
 """Where one group-relative RL iteration spends its time: env, decoding, scoring, update, overhead.
 
 ``python -m composition_gym.benchmarks.profile_grpo`` runs :func:`~composition_gym.agents.grpo.train_grpo`
-on the shipped checkpoint (``pretrained("small")``) for a warm-up iteration and ``--iterations``
-measured ones (B=256, G=8, every group updated, minibatches of 512: the benchmark's setting), with
-a timer around each part (wall and CPU seconds), and prints the breakdown:
+on the shipped checkpoint (``pretrained("small")``): a small warm-up call, then ``--iterations``
+measured iterations (B=256, G=8, every group updated, minibatches of 512: the benchmark's
+setting), with a timer around each part (wall and CPU seconds), and prints the breakdown:
 
 * env: ``reset`` (problem draws), ``step`` (grammar, scoring of ended episodes, masks) and the
   oracle (only where a caller asks for it);
@@ -117,51 +117,32 @@ def profile(env_id: str = ENV_ID, iterations: int = 2, ops: bool = False, cprofi
 
     timers = Timers()
     instrument(timers)
-    torch.set_num_threads(threads)
-    cfg = GRPOConfig(iterations=iterations + 1, **SETTINGS)
-    history: list[dict[str, Any]] = []
-    real_log = grpo.log_iteration
-
-    def counting_log(state, *args, **kwargs):
-        row = real_log(state, *args, **kwargs)
-        history.append(row)
-        timers.enabled = True  # the first iteration warms up; the rest are measured
-        return row
-
-    grpo.log_iteration = counting_log
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    profiler = cProfile.Profile() if cprofile else None
-    torch_prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if ops else None
-    t_iter = [0.0, 0.0]
-    real_sample = grpo.sample
-
-    def first_sample(*args, **kwargs):
-        if timers.enabled and not t_iter[0]:
-            t_iter[:] = [time.perf_counter(), time.process_time()]
+    try:
+        # A small warm-up call (kernels, tables, caches), then the measured call at full size.
+        grpo.train_grpo(env_id, pretrained("small"), GRPOConfig(iterations=1, **{**SETTINGS, "problems_per_iter": 4,
+                                                                                 "group_size": 2}),
+                        progress=False, threads=threads)
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        profiler = cProfile.Profile() if cprofile else None
+        torch_prof = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if ops else None
+        timers.enabled = True
+        with torch_prof or contextlib.nullcontext():
             if profiler:
                 profiler.enable()
-            if torch_prof:
-                torch_prof.__enter__()
-        return real_sample(*args, **kwargs)
-
-    grpo.sample = first_sample
-    try:
-        _, stats = grpo.train_grpo(env_id, pretrained("small"), cfg, progress=False, threads=threads)
+            w0, c0 = time.perf_counter(), time.process_time()
+            _, stats = grpo.train_grpo(env_id, pretrained("small"), GRPOConfig(iterations=iterations, **SETTINGS),
+                                       progress=False, threads=threads)
+            wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+            if profiler:
+                profiler.disable()
     finally:
-        grpo.sample, grpo.log_iteration = real_sample, real_log
         timers.unwrap()
-    wall, cpu = time.perf_counter() - t_iter[0], time.process_time() - t_iter[1]
-    if profiler:
-        profiler.disable()
-    if torch_prof:
-        torch_prof.__exit__(None, None, None)
     timers.wall["python overhead"] = wall - sum(timers.wall.values())
     timers.cpu["python overhead"] = cpu - sum(timers.cpu.values())
-    tokens = sum(h["env_steps"] - p["env_steps"] for p, h in zip(history, history[1:]))
     parts = {k: {"wall_s": timers.wall[k], "cpu_s": timers.cpu[k], "share": timers.wall[k] / wall}
              for k in ORDER if k in timers.wall}
     out = {"env_id": env_id, "iterations": iterations, "threads": threads, **SETTINGS, "wall_s": wall, "cpu_s": cpu,
-           "tokens": tokens, "tokens_per_s": tokens / wall, "parts": parts,
+           "tokens": stats["env_steps"], "tokens_per_s": stats["env_steps"] / wall, "parts": parts,
            "env_share": sum(parts[k]["wall_s"] for k in ("env reset", "env step", "env oracle") if k in parts) / wall,
            "peak_rss_growth_mb": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024}
     if profiler:
@@ -173,9 +154,9 @@ def profile(env_id: str = ENV_ID, iterations: int = 2, ops: bool = False, cprofi
 
 def report(out: dict[str, Any]) -> str:
     """The breakdown as a text table."""
-    lines = [f"GRPO iteration on {out['env_id']}: B={out['problems_per_iter']}, G={out['group_size']}, "
-             f"minibatch {out['minibatch_size']}, {out['threads']} torch thread(s), {out['iterations']} measured "
-             f"iteration(s) after one warm-up",
+    lines = [f"GRPO on {out['env_id']}: B={out['problems_per_iter']}, G={out['group_size']}, "
+             f"minibatch {out['minibatch_size']}, {out['threads']} torch thread(s), {out['iterations']} iteration(s) "
+             f"after a small warm-up call",
              f"{out['tokens']:,} sampled tokens in {out['wall_s']:.2f} s wall ({out['cpu_s']:.2f} s CPU): "
              f"{out['tokens_per_s']:,.0f} tokens/s; env share {out['env_share']:.1%}; "
              f"peak RSS growth {out['peak_rss_growth_mb']:.0f} MB", "",
