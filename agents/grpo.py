@@ -227,7 +227,8 @@ def update(lm: TransformerLM, ref: TransformerLM, opt: torch.optim.Optimizer, sc
             torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
-            per_minibatch.append(torch.stack(sums).sum(0) / torch.tensor([1.0, n_tokens, n_tokens, n_tokens]))
+            per_minibatch.append(torch.stack(sums).sum(0) / torch.tensor([1.0, n_tokens, n_tokens, n_tokens],
+                                                                        device=sums[0].device))
     lm.eval()
     means = torch.stack(per_minibatch).mean(0).tolist()  # the iteration's one read of the numbers
     out = dict(zip(("loss", "kl_ref", "entropy", "clip_fraction"), means))
