@@ -15,17 +15,23 @@ Fine-tuning defaults (used when an LM is given) keep PPO from undoing behavior c
 
 from __future__ import annotations
 
+import copy
+import json
 import os
+import pickle
+import random
 import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 from sb3_contrib import MaskablePPO, RecurrentPPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -36,7 +42,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
-from composition_gym.agents.settings import torch_threads
+from composition_gym.agents.resume import Interrupts, fingerprint, say, weights_digest
+from composition_gym.agents.settings import check_device, progress_bar, torch_threads
+from composition_gym.atomic import atomic_write
 from composition_gym.registration import resolve_env_ids
 from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
@@ -97,6 +105,9 @@ def train_ppo(
     config: TransformerConfig | None = None,
     verbose: int = 0,
     threads: int | None = None,
+    device: str | None = None,
+    resume: bool = True,
+    checkpoint_every: int = 10,
     **ppo_kwargs: Any,
 ) -> BaseAlgorithm:
     """Train PPO, MaskablePPO (transformer policy) or RecurrentPPO (LSTM policy) on ``env_id``.
@@ -115,6 +126,13 @@ def train_ppo(
         progress: SB3's progress bar.
         threads: torch threads for the run (``None``: the project's policy,
             :func:`~composition_gym.agents.settings.default_threads`); restored afterwards.
+        device: torch device of the policy, checked (``None``: SB3's ``"auto"``, a GPU if there is one).
+        resume: with a ``run_dir``, continue from its checkpoint (``ppo_checkpoint.pt``) when the
+            same run (ids, algorithm, settings, seed, starting weights) wrote it.
+        checkpoint_every: rollouts between checkpoints of a run with a ``run_dir``; one is also
+            written when training is interrupted (Ctrl-C or SIGTERM: the rollout in progress is
+            lost) and when it ends.  A resumed run ends with the same weights as an uninterrupted
+            one (the checkpoint holds the envs' and the random generators' states).
         ppo_kwargs: override :data:`FINETUNE_KWARGS` (with an ``lm``) or :data:`SCRATCH_KWARGS`
             (and ``policy_kwargs``).
 
@@ -132,6 +150,11 @@ def train_ppo(
         raise TypeError(f"lm must be a TransformerLM or None, got {type(lm).__name__}")
     if algo == "recurrent_ppo" and lm is not None:
         raise ValueError("recurrent_ppo trains its own LSTM policy; pass lm=None")
+    if device is not None:
+        check_device(device)
+        ppo_kwargs["device"] = device
+    elif ppo_kwargs.get("device", "auto") != "auto":
+        check_device(ppo_kwargs["device"])
     defaults = FINETUNE_KWARGS if lm is not None else SCRATCH_KWARGS
     kwargs = {**defaults, **ppo_kwargs}
     if "batch_size" not in ppo_kwargs:  # a default mini-batch must fit in one rollout of these n_envs
@@ -146,18 +169,158 @@ def train_ppo(
         model = cls(policy, env, seed=seed, verbose=verbose, **kwargs)
         if lm is not None:
             load_lm_into_policy(model.policy, lm)
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1 (rollouts), got {checkpoint_every!r}")
+    checkpoint = None
+    if run_dir is not None:
+        key = fingerprint(env=resolve_env_ids(env_id), algo=algo, seed=seed, n_envs=n_envs, steps=total_timesteps,
+                          kwargs={k: v for k, v in kwargs.items() if k != "device"},
+                          device=str(model.device), start=None if lm is None else weights_digest(lm))
+        checkpoint = PPOCheckpoint(os.path.join(run_dir, PPO_CHECKPOINT), key, total_timesteps, checkpoint_every)
+        if resume and checkpoint.load_into(model):
+            if checkpoint.finished:
+                say(f"PPO already finished in {run_dir} ({model.num_timesteps} steps): returning its model")
+                return model
+            say(f"resuming PPO from step {model.num_timesteps} of {total_timesteps} in {run_dir}")
     if run_dir is None and tensorboard_log is not None:
         run_dir = next_run_dir(tensorboard_log, algo)
     if run_dir is not None:
         # Our own logger, so that BC, PPO and eval scalars can share one run directory.
         model.set_logger(configure(run_dir, ["tensorboard"] + (["stdout"] if verbose else [])))
-    callback = None
+    callbacks: list[BaseCallback] = [c for c in (checkpoint,) if c is not None]
     if eval_env_ids:
-        callback = CompositionEvalCallback(eval_env_ids, eval_freq=eval_freq, episodes=eval_episodes, seed=seed,
-                                           verbose=verbose)
-    with torch_threads(threads):
-        model.learn(total_timesteps, callback=callback, progress_bar=progress)
+        callbacks.append(CompositionEvalCallback(eval_env_ids, eval_freq=eval_freq, episodes=eval_episodes, seed=seed,
+                                                 verbose=verbose, at_start=model.num_timesteps == 0))
+    if progress:
+        callbacks.append(_ProgressBar(total_timesteps, algo))
+    resumed = model.num_timesteps > 0
+    guard = Interrupts()  # SIGTERM too; no step is held back: the checkpoint is the last rollout's start
+    try:
+        with guard, torch_threads(threads):
+            model.learn(total_timesteps - model.num_timesteps, callback=CallbackList(callbacks),
+                        reset_num_timesteps=not resumed)
+    except KeyboardInterrupt:
+        if checkpoint is not None and checkpoint.write_last():
+            say(f"PPO interrupted ({guard.name}): checkpoint at step {checkpoint.saved_step} of {total_timesteps} "
+                f"in {run_dir}; the same call resumes from it")
+        else:
+            say(f"PPO interrupted ({guard.name}): nothing saved (no run_dir)")
+        raise
+    if checkpoint is not None:
+        checkpoint.write_final(model)
     return model
+
+
+class _ProgressBar(BaseCallback):
+    """SB3's progress bar through :func:`~composition_gym.agents.settings.progress_bar` (a log gets
+    one line per change of the count, at most every 30 s, instead of a rich live display)."""
+
+    def __init__(self, total: int, desc: str):
+        super().__init__()
+        self.total, self.desc, self.bar = total, desc, None
+
+    def _on_training_start(self) -> None:
+        self.bar = progress_bar(total=self.total, initial=self.num_timesteps, desc=self.desc, unit="step")
+
+    def _on_step(self) -> bool:
+        self.bar.update(self.training_env.num_envs)
+        return True
+
+    def _on_training_end(self) -> None:
+        self.bar.close()
+
+
+#: The checkpoint :func:`train_ppo` keeps in its ``run_dir``.
+PPO_CHECKPOINT = "ppo_checkpoint.pt"
+
+
+class PPOCheckpoint(BaseCallback):
+    """Snapshots of an SB3 on-policy run at the start of each rollout, written every ``every``
+    rollouts, on an interrupt (:meth:`write_last`) and at the end (:meth:`write_final`).
+
+    A snapshot is everything the rest of the run depends on: the policy's weights and optimizer
+    state, the training envs (pickled: mid-episode state and random generators), the last
+    observation, the step counters, and the torch / numpy / Python random states (restored at the
+    first rollout of the resumed run, after SB3 and the evaluation callback have run their start
+    hooks).  The file is a full pickle (the envs are objects): load only run directories you wrote.
+    """
+
+    def __init__(self, path: str, key: str, total: int, every: int):
+        super().__init__()
+        self.path, self.key, self.total, self.every = path, key, total, every
+        self.snapshot: dict[str, Any] | None = None
+        self.saved_step: int | None = None
+        self.finished = False
+        self._rng: dict[str, Any] | None = None  # to restore at the first rollout of a resumed run
+        self._rollouts = 0
+
+    def load_into(self, model: BaseAlgorithm) -> bool:
+        """Restore ``model`` from the file if there is one (``ValueError`` if another run wrote it)."""
+        import torch
+
+        if not os.path.isfile(self.path):
+            return False
+        try:
+            snap = torch.load(self.path, map_location="cpu", weights_only=False)  # holds pickled envs
+        except Exception as err:  # noqa: BLE001 (a damaged file fails in many ways)
+            raise ValueError(f"{self.path} is not a readable PPO checkpoint ({type(err).__name__}); delete it or "
+                             "pass resume=False") from None
+        if not isinstance(snap, dict) or snap.get("key") != self.key:
+            raise ValueError(f"{self.path} was written by another PPO run (other ids, settings, seed or starting "
+                             "weights); use another run_dir, or resume=False to overwrite it")
+        model.policy.load_state_dict(snap["policy"])
+        model.policy.optimizer.load_state_dict(snap["optimizer"])
+        model.set_env(pickle.loads(snap["env"]), force_reset=False)
+        for name, value in snap["attributes"].items():
+            setattr(model, name, value)
+        self._rng, self.finished, self.saved_step = snap["rng"], snap["finished"], model.num_timesteps
+        return True
+
+    def _take(self, finished: bool = False) -> dict[str, Any]:
+        import torch
+
+        m = self.model
+        names = ["_last_obs", "_last_episode_starts", "num_timesteps", "_n_updates", "_episode_num"]
+        names += [n for n in ("_last_lstm_states",) if hasattr(m, n)]
+        return {"key": self.key, "finished": finished,
+                "policy": {k: v.detach().clone() for k, v in m.policy.state_dict().items()},
+                "optimizer": copy.deepcopy(m.policy.optimizer.state_dict()),
+                "env": pickle.dumps(m.get_env()),
+                "attributes": {n: copy.deepcopy(getattr(m, n)) for n in names},
+                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
+
+    def _on_rollout_start(self) -> None:
+        import torch
+
+        if self._rng is not None:  # the resumed run's first rollout: the generators as the killed run had them
+            torch.set_rng_state(self._rng["torch"])
+            np.random.set_state(self._rng["numpy"])
+            random.setstate(self._rng["python"])
+            self._rng = None
+        self.snapshot = self._take()
+        self._rollouts += 1
+        if self._rollouts % self.every == 0:
+            self._write(self.snapshot)
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _write(self, snap: dict[str, Any]) -> None:
+        import torch
+
+        atomic_write(self.path, lambda tmp: torch.save(snap, tmp))
+        self.saved_step = snap["attributes"]["num_timesteps"]
+
+    def write_last(self) -> bool:
+        """Write the snapshot of the last rollout start (after an interrupt); ``False`` if none was taken."""
+        if self.snapshot is not None:
+            self._write(self.snapshot)
+        return self.saved_step is not None
+
+    def write_final(self, model: BaseAlgorithm) -> None:
+        """Write the finished model: the same call returns it at once."""
+        self.model = model
+        self._write(self._take(finished=True))
 
 
 def bc_then_ppo(
@@ -168,6 +331,7 @@ def bc_then_ppo(
     algo: str = "maskable_ppo",
     seed: int = 0,
     tensorboard_log: str | None = None,
+    run_dir: str | None = None,
     rl_env_id: str | Sequence[str] | None = None,
     bc_kwargs: dict[str, Any] | None = None,
     eval_env_ids: dict[str, list[str]] | None = None,
@@ -176,11 +340,19 @@ def bc_then_ppo(
 ) -> tuple[BaseAlgorithm, TransformerLM]:
     """Behavior cloning on ``env_id``, then PPO from those weights, logged to one TensorBoard run.
 
+    The run directory holds both stages' checkpoints, so an interrupted call resumes the stage
+    that was running when it is made again: with ``tensorboard_log`` and no ``run_dir``, an
+    unfinished run of the same settings under ``tensorboard_log`` is picked up (``resuming
+    bc_maskable_ppo run in DIR`` on stderr); a finished one is not repeated, a new
+    ``bc_<algo>_<k>`` starts instead.
+
     Args:
         env_id: id(s) for behavior cloning (and for PPO unless ``rl_env_id`` is given).
         bc_episodes: expert episodes for BC (default: the BC settings' ``episodes``).
         ppo_steps: PPO environment steps.
         algo: ``"ppo"`` or ``"maskable_ppo"``.
+        tensorboard_log: root directory of the runs (``bc_<algo>_<k>``).
+        run_dir: this run's exact directory instead.
         rl_env_id: id(s) for the PPO phase, e.g. the RL composition set ``Compose-RL-L3``
             (the paper's protocol: RL on compositions beyond the SFT support).
         bc_kwargs: extra :func:`~composition_gym.agents.bc.behavior_cloning` arguments (``settings``,
@@ -192,21 +364,62 @@ def bc_then_ppo(
     """
     if algo == "recurrent_ppo":
         raise ValueError("bc_then_ppo needs the transformer policy: algo must be 'ppo' or 'maskable_ppo'")
-    run_dir = next_run_dir(tensorboard_log, f"bc_{algo}") if tensorboard_log is not None else None
     bc_kwargs = dict(bc_kwargs or {})
     bc_kwargs.setdefault("threads", ppo_kwargs.get("threads"))
-    lm, _ = behavior_cloning(env_id, bc_episodes, seed=seed, tensorboard_log=run_dir, progress=progress, **bc_kwargs)
+    if ppo_kwargs.get("device") is not None:
+        bc_kwargs.setdefault("device", ppo_kwargs["device"])
+    quiet = ("threads", "progress", "verbose")
+    key = fingerprint(env=resolve_env_ids(env_id), rl=resolve_env_ids(rl_env_id or env_id), bc_episodes=bc_episodes,
+                      ppo_steps=ppo_steps, algo=algo, seed=seed, eval=eval_env_ids,
+                      bc={k: v for k, v in bc_kwargs.items() if k not in quiet},
+                      ppo={k: v for k, v in ppo_kwargs.items() if k not in quiet})
+    name = f"bc_{algo}"
+    if run_dir is None and tensorboard_log is not None:
+        run_dir = _unfinished_run(tensorboard_log, name, key)
+        if run_dir is not None:
+            say(f"resuming {name} run in {run_dir}")
+        else:
+            run_dir = next_run_dir(tensorboard_log, name)
+    if run_dir is not None:
+        atomic_write(os.path.join(run_dir, RUN_MARKER), json.dumps({"fingerprint": key, "finished": False}))
+    lm, _ = behavior_cloning(env_id, bc_episodes, seed=seed, run_dir=run_dir, progress=progress, **bc_kwargs)
     model = train_ppo(rl_env_id or env_id, lm, ppo_steps, algo=algo, seed=seed, run_dir=run_dir,
                       eval_env_ids=eval_env_ids, progress=progress, **ppo_kwargs)
+    if run_dir is not None:
+        atomic_write(os.path.join(run_dir, RUN_MARKER), json.dumps({"fingerprint": key, "finished": True}))
     return model, lm
 
 
-def load_model(path: str | os.PathLike, env_id: str | None = None) -> BaseAlgorithm:
+#: What :func:`bc_then_ppo` writes in its run directory: the run's fingerprint, and whether it finished.
+RUN_MARKER = "bc_then_ppo.json"
+
+
+def _unfinished_run(root: str, name: str, key: str) -> str | None:
+    """The newest ``root/name_k`` that an unfinished :func:`bc_then_ppo` call of ``key`` left."""
+    found = []
+    if os.path.isdir(root):
+        for entry in os.listdir(root):
+            head, _, k = entry.rpartition("_")
+            marker = os.path.join(root, entry, RUN_MARKER)
+            if head == name and k.isdigit() and os.path.isfile(marker):
+                try:
+                    with open(marker) as f:
+                        doc = json.load(f)
+                except (OSError, ValueError):
+                    continue
+                if doc.get("fingerprint") == key and not doc.get("finished"):
+                    found.append((int(k), os.path.join(root, entry)))
+    return max(found)[1] if found else None
+
+
+def load_model(path: str | os.PathLike, env_id: str | None = None, device: str = "cpu") -> BaseAlgorithm:
     """Read a saved ``.zip`` back with the SB3 class it was trained with.
 
     Args:
         path: the file ``model.save`` wrote.
         env_id: if given, also check that the model's spaces match this env's.
+        device: the torch device of the loaded policy (checked: ``ValueError`` for one this
+            machine lacks).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -214,6 +427,7 @@ def load_model(path: str | os.PathLike, env_id: str | None = None) -> BaseAlgori
             does not know, or does not match ``env_id`` (the message names the problem).
     """
     path = os.fspath(path)
+    check_device(device)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path!r}")
     if not zipfile.is_zipfile(path):
@@ -244,7 +458,7 @@ def load_model(path: str | os.PathLike, env_id: str | None = None) -> BaseAlgori
     else:
         raise ValueError(f"{path!r} holds a {policy_class.__name__}, not a PPO-family policy")
     try:
-        model = cls.load(path, device="cpu")
+        model = cls.load(path, device=device)
     except Exception as err:
         raise ValueError(f"{path!r} could not be loaded as {cls.__name__} (weights do not match the "
                          f"stored architecture?): {type(err).__name__}: {err}") from err

@@ -17,8 +17,6 @@ batch can be cut to its longest real prefix without changing any result (:func:`
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -399,6 +397,9 @@ class TransformerLM(nn.Module):
         self.body = TransformerBody(self.config)
         self.head = nn.Linear(self.config.d_model, self.config.vocab_size)
         _init_weights(self.head)
+        #: What training showed the model (``profile``, ``skills``, ``routings``, ``alphabet``; set by
+        #: behavior cloning, saved with it): evaluation refuses envs beyond it.  ``None``: unknown.
+        self.trained_on: dict[str, Any] | None = None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits at every position."""
@@ -444,6 +445,8 @@ class TransformerLM(nn.Module):
             "version": _FORMAT_VERSION,
             "config": self.config.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            # What training showed it (profile, skills, letters): evaluation refuses envs beyond it.
+            "trained_on": getattr(self, "trained_on", None),
         }
         torch.save(payload, os.fspath(path))
 
@@ -462,7 +465,7 @@ class TransformerLM(nn.Module):
         try:
             # weights_only: a checkpoint is data, never code to run.
             payload = torch.load(path, map_location=map_location, weights_only=True)
-        except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 (garbage meets torch's unpickler as KeyError, IndexError, struct.error...)
             # Not torch's message: for a damaged file it advises weights_only=False, which is wrong here.
             raise ValueError(f"{path!r} is not a readable TransformerLM checkpoint (corrupt, truncated or not "
                              f"written by TransformerLM.save: {type(err).__name__})") from err
@@ -476,6 +479,7 @@ class TransformerLM(nn.Module):
             raise ValueError(f"{path!r} has a bad model config: {err}") from err
         lm = cls(config)
         load_state_checked(lm, payload.get("state_dict"), f"checkpoint {path!r}")
+        lm.trained_on = payload.get("trained_on")
         return lm.to(map_location)
 
 
