@@ -22,13 +22,14 @@ name           episodes  epochs  what it is for
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+
+# The thread policy lives in composition_gym.threads (torch-free and cheap to import, so the run
+# engine's workers use it without loading the agents); it is part of the run settings' API here.
+from composition_gym.threads import default_threads, resolve_threads, thread_scope, torch_threads
 
 
 @dataclass(frozen=True)
@@ -224,83 +225,6 @@ class GRPOConfig:
 
 
 
-# ---------------------------------------------------------------------------- threads
-#: Thread counts of the enclosing :func:`torch_threads` blocks, innermost last: a nested call
-#: given no count (``evaluate`` inside ``behavior_cloning``) keeps its caller's, rather than
-#: re-reading the machine's load halfway through a run.
-_ACTIVE: list[int] = []
-
-
-def _env_threads() -> int | None:
-    env = os.environ.get("COMPGYM_THREADS")
-    if not env:
-        return None
-    try:
-        n = int(env)
-    except ValueError:
-        raise ValueError(f"COMPGYM_THREADS must be a positive integer, got {env!r}") from None
-    if n < 1:
-        raise ValueError(f"COMPGYM_THREADS must be a positive integer, got {env!r}")
-    return n
-
-
-def default_threads() -> int:
-    """The torch thread count the project uses when none is given: 2 if two cores are idle, else 1.
-
-    ``COMPGYM_THREADS`` (an integer) overrides it.  Why not torch's default (one thread per
-    core): the models are small, so a second thread gains about 1.4x on an idle machine (BC 5.9 s
-    with 2 threads vs 8.4 s with 1), but with one competing process a thread that waits for a busy
-    core spin-waits and the run gets twice as slow (19.6 s vs 10.0 s).  The load is the 1-minute
-    load average.
-    """
-    env = _env_threads()
-    if env is not None:
-        return env
-    cpus = os.cpu_count() or 1
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(cpus)
-    return 2 if cpus >= 2 and cpus - load >= 1.5 else 1
-
-
-def resolve_threads(threads: int | None = None, *, default: int | None = None) -> int:
-    """The project's one thread policy: how many torch threads a call runs with.
-
-    In order: ``threads`` (checked: an integer >= 1), else the count of the enclosing
-    :func:`torch_threads` block, else ``COMPGYM_THREADS``, else ``default`` (the run engine
-    passes 1: its runs share the cores), else :func:`default_threads`' load rule.
-    """
-    if threads is not None:
-        _check_int("threads", threads, minimum=1)
-        return threads
-    if _ACTIVE:
-        return _ACTIVE[-1]
-    env = _env_threads()
-    if env is not None:
-        return env
-    if default is not None:
-        _check_int("default threads", default, minimum=1)
-        return default
-    return default_threads()
-
-
-@contextlib.contextmanager
-def torch_threads(threads: int | None = None, *, default: int | None = None) -> Iterator[int]:
-    """Run a block with ``resolve_threads(threads, default=default)`` torch threads; the caller's
-    count comes back after.  Every entry point that runs torch (``evaluate``,
-    ``behavior_cloning``, ``train_ppo``, ``train_grpo``, ``diagnose``, the run engine's workers)
-    wraps its work in this block."""
-    import torch  # here, so that importing the settings stays cheap for the CLI
-
-    n = resolve_threads(threads, default=default)
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    _ACTIVE.append(n)
-    try:
-        yield n
-    finally:
-        _ACTIVE.pop()
-        torch.set_num_threads(before)
-
-
 def check_device(device: str) -> None:
     """Raise a one-line error for a torch device name this machine cannot use (``"cuda"`` without a GPU)."""
     import torch
@@ -395,4 +319,4 @@ _LOG_BAR: type | None = None
 
 
 __all__ = ["ADVANTAGES", "BCConfig", "BC_PRESETS", "GRPOConfig", "LOSS_AGGREGATIONS", "DEMO_BUDGETS", "DemoBudget", "bc_config", "check_device", "default_threads",
-           "progress_bar", "progress_kwargs", "resolve_threads", "torch_threads"]
+           "progress_bar", "progress_kwargs", "resolve_threads", "thread_scope", "torch_threads"]
