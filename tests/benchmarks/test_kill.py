@@ -126,3 +126,20 @@ def test_ctrl_c_in_a_one_worker_sweep_stops_it(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         run(toy_specs(2, children=False), store)
     assert len(calls) == 1
+
+
+def test_bench_worker_exits_when_its_driver_is_killed(tmp_path, marker):
+    """``compgym bench`` runs each measurement in a fresh interpreter; SIGKILL of the driver must not
+    leave that interpreter measuring on (it watches a pipe from the driver)."""
+    env = {**os.environ, MARK: marker, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "composition_gym.benchmarks.throughput", "--parts", "ppo", "--json",
+           str(tmp_path / "t.json")]
+    with open(tmp_path / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
+    deadline = time.monotonic() + 120
+    while len(marked(marker)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    assert len(marked(marker)) >= 2, "the benchmark worker never started"
+    proc.kill()
+    proc.wait(timeout=30)
+    assert wait_until_gone(marker, timeout=STOP_GRACE_S + 20) == []
