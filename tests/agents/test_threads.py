@@ -121,11 +121,13 @@ def test_run_engine_workers(tmp_path, monkeypatch):
     from composition_gym.benchmarks.engine.backends import RunSpec, run
     from composition_gym.benchmarks.engine.store import RunStore
 
-    specs = [RunSpec("tests.agents.test_threads:threads_run", {"x": x}) for x in range(2)]
-    for workers in (1, 2):
-        records = run(specs, RunStore(tmp_path / f"w{workers}"), workers=workers)
-        assert [r["result"]["threads"] for r in records] == [1, 1] and [r["threads"] for r in records] == [1, 1]
-        assert [r["result"]["nested"] for r in records] == [1, 1]
+    specs = [RunSpec("tests.benchmarks.toy_runs:threads_run", {"x": x}) for x in range(2)]
+    monkeypatch.setenv("COMPGYM_THREADS", "2")
+    records = run(specs, RunStore(tmp_path / "inline"), threads=1)  # workers=1: in this process
+    assert [(r["result"]["threads"], r["result"]["nested"], r["threads"]) for r in records] == [(1, 1, 1)] * 2
+    monkeypatch.delenv("COMPGYM_THREADS")
+    records = run(specs, RunStore(tmp_path / "default"))
+    assert [(r["result"]["threads"], r["result"]["nested"], r["threads"]) for r in records] == [(1, 1, 1)] * 2
     # A worker's torch starts after the count is set (OMP_NUM_THREADS): torch caps that at the
     # machine's cores, so these use 2, which a 2-core machine has.
     if (os.cpu_count() or 1) < 2:
@@ -133,19 +135,7 @@ def test_run_engine_workers(tmp_path, monkeypatch):
     monkeypatch.setenv("COMPGYM_THREADS", "2")  # spawned workers inherit it
     records = run(specs, RunStore(tmp_path / "env"), workers=2)
     assert [(r["result"]["threads"], r["result"]["nested"]) for r in records] == [(2, 2), (2, 2)]
-    monkeypatch.setenv("COMPGYM_THREADS", "1")
-    records = run(specs, RunStore(tmp_path / "arg"), workers=2, threads=2)
-    assert [(r["result"]["threads"], r["result"]["nested"]) for r in records] == [(2, 2), (2, 2)]
     assert torch.get_num_threads() == 1
-
-
-def threads_run(config, ctx):
-    """A run that reports the thread count a nested call gets (the engine's, by the policy)."""
-    import torch as t
-
-    from composition_gym.agents.settings import resolve_threads as resolve
-
-    return {"threads": t.get_num_threads(), "nested": resolve(), "x": config["x"]}
 
 
 def test_thread_scope_sets_the_count_for_a_torch_imported_later(monkeypatch):

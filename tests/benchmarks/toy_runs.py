@@ -34,6 +34,15 @@ def toy(config, ctx):
     return {"value": value, "seed": config.get("seed", 0), "condition": config.get("condition", "sft")}
 
 
+def threads_run(config, ctx):
+    """Torch's thread count in a run, and what a nested call of the policy gets (the engine's)."""
+    import torch
+
+    from composition_gym.threads import resolve_threads
+
+    return {"threads": torch.get_num_threads(), "nested": resolve_threads(), "x": config["x"]}
+
+
 def toy_specs(n: int = 4, sleep: float = 0.0, children: bool = True, **extra) -> list[RunSpec]:
     """``n`` parent runs and, with ``children``, one run depending on each; ``extra`` goes into
     the parents' configs."""
