@@ -12,9 +12,9 @@ units of ~157):
 name           episodes  epochs  what it is for
 =============  ========  ======  ============================================================
 ``tiny``       64        1       plumbing only (tests, ``--quick``): seconds, learns nothing
-``demo``       20,000    19.2    ``compgym demo`` (3,000 steps; 97 % ID success in the README)
+``demo``       20,000    19.2    ``compgym demo`` (3,000 steps; measured: docs/results/demo.md)
 ``reproduce``  14,000    12.8    each seed of ``compgym reproduce`` (1,400 steps: the SFT budget
-                                 that left the most reachable headroom at L=3; README, "Reproducing")
+                                 that left the most reachable headroom at L=3; docs/results/probes.md)
 ``default``    20,000    25.6    :func:`behavior_cloning`'s default and the acceptance test
                                  (4,000 steps; >= 90 % greedy success on ``Compose-L3-v0``)
 =============  ========  ======  ============================================================
@@ -154,7 +154,7 @@ LOSS_AGGREGATIONS = ("token", "sequence")
 class GRPOConfig:
     """Hyper-parameters of :func:`train_grpo`; the budget in episodes is ``iterations * B * G``.
 
-    The defaults moved the shipped BC checkpoint in 15 CPU minutes (README, "Group-relative RL");
+    The defaults moved the shipped BC checkpoint in 15 CPU minutes (docs/results/grpo-15min.md);
     lr 1e-3 collapsed within 15 updates and 1e-5 barely moved in our sweeps.
 
     Attributes:

@@ -104,7 +104,7 @@ _TINY = Budget(**_bc_budget("tiny", eval_episodes=0), rl_episodes=32, eval_episo
                grpo={"problems_per_iter": 4, "group_size": 4},
                ppo={"n_steps": 16, "batch_size": 32, "n_epochs": 1, "n_envs": 2})
 #: Budgets by profile and name.  ``tiny`` is plumbing only (seconds per run).  ``small/default``
-#: is the regime of ``make reproduce`` (chosen from the measurements in the README, "Reproducing"):
+#: is the regime of ``make reproduce`` (chosen from the measurements in docs/results/probes.md):
 #: the agents' ``reproduce`` BC preset's 12.8 epochs over 14,000 expert episodes of the depth-mixed
 #: set, where SFT leaves the most reachable headroom at L=3 we measured (pass@8 - greedy of
 #: 15-18 points; 10k episodes solve almost nothing at L=3, 20k leave less); 8,192 RL episodes per

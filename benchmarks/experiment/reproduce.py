@@ -38,7 +38,7 @@ from composition_gym.benchmarks.experiment.sweep import add_engine_arguments, en
 
 #: The cell ``make reproduce`` runs unless told otherwise (its SFT budget is the budget's): the
 #: compose family, on which all three claims are stated, with ``values`` traces.  Why this cell and
-#: not another of the sweep's map: README, "Reproducing".
+#: not another of the sweep's map: docs/results/headroom-map.md.
 DEFAULT_CELL: dict[str, Any] = {"family": "compose", "trace_format": "values", "exposure": None, "d_model": None}
 
 

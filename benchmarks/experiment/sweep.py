@@ -46,7 +46,7 @@ class Grid:
         sft_episodes: SFT budget, expert episodes of the depth-mixed coverage set (any positive
             integer).  The default spans the range where SFT leaves headroom at L=3: below 10k
             (12.8 epochs) SFT solves under 10 % of L=3 problems even with 8 samples, and by 20k it
-            solves most of them greedily (README, "Reproducing").
+            solves most of them greedily (docs/results/probes.md).
         exposures: rate at which held-out routing x skill pairs appear in SFT data, in [0, 1]:
             0 = fully held out (SFT never samples the answer), larger = closer to "already
             solved".  Only the ``routing_skill`` family has this knob; its cells repeat per value.
