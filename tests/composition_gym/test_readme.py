@@ -141,3 +141,13 @@ def test_docs_site_builds_strict(tmp_path):
                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"}, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, f"mkdocs build --strict failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}"
     assert (tmp_path / "site" / "results" / "default-regime" / "index.html").is_file()
+
+
+def test_readme_headline_table_is_the_results_page_table():
+    """The README quotes its headline results; the results page holds them with command and commit."""
+    section = README_TEXT[README_TEXT.index("## Headline results"):].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    assert len(rows) >= 6
+    page = (DOCS / "results" / "default-regime.md").read_text()
+    for row in rows:
+        assert row in page, f"README headline row not on docs/results/default-regime.md: {row}"
