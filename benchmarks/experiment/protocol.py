@@ -100,7 +100,7 @@ _TINY = Preset(Budget(sft_epochs=1.0, bc_preset="tiny", bc_heldout=0, eval_episo
                       matched_epochs=1.0, prior_episodes=32, prior_epochs=1.0, prior_depth=4),
                Cell(sft_episodes=64, rl_episodes=32))
 #: Presets by profile and name.  ``tiny`` is plumbing only (seconds per run).  ``small/default``
-#: is the regime of ``make reproduce`` (chosen from the measurements in docs/reproduction.md):
+#: is the regime of ``make reproduce`` (chosen from the measurements in docs/results/probes.md):
 #: the agents' ``reproduce`` BC preset's 12.8 epochs over 14,000 expert episodes of the depth-mixed
 #: set, where SFT leaves the most reachable headroom at L=3 we measured (pass@8 - greedy of
 #: 15-18 points; 10k episodes solve almost nothing at L=3, 20k leave less); 8,192 RL episodes per
