@@ -412,6 +412,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _guarded(args.command, lambda: args.func(args), debug)
 
 
+def parse(argv: Sequence[str]) -> Any:
+    """The parsed settings of a ``compgym`` command line without running it: the command's config
+    (tyro-derived commands) or an ``argparse.Namespace``.
+
+    Raises:
+        UsageError: a tyro-derived command's arguments do not parse (one line).
+        SystemExit: an argparse command's do (the message already printed), or ``--help``.
+    """
+    argv = [a for a in argv if a != "--debug"]
+    command = _command_of(argv)
+    if command in COMMANDS and argv and argv[0] == command:
+        return parse_config(_load(COMMANDS[command].config), argv[1:], f"compgym {command}")
+    return build_parser(command).parse_args(argv)
+
+
 def _run_command(command: str, argv: list[str], debug: bool) -> int:
     """Parse ``argv`` into the command's settings and run them."""
     cmd = COMMANDS[command]
