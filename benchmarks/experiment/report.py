@@ -13,13 +13,13 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from composition_gym.benchmarks.experiment import claims
+from composition_gym.benchmarks.experiment import statistics
 from composition_gym.benchmarks.experiment.claims import (CLAIM_LABELS, CLAIMS, CONDITIONS, EVAL_LABELS, FORGETTING_POINTS,
                                                           MEASURES, PAPER_OOD_L4)
 
 
 def _pct(stat: Mapping | None) -> str:
-    """``"42.0 ± 3.1"`` (percent) from a :func:`~composition_gym.benchmarks.experiment.claims.mean_se` dict."""
+    """``"42.0 ± 3.1"`` (percent) from a :func:`~composition_gym.benchmarks.experiment.statistics.mean_se` dict."""
     if stat is None:
         return "–"
     se = "n/a" if stat["se"] is None else f"{100 * stat['se']:.1f}"
@@ -344,7 +344,7 @@ def sweep_heatmap(doc: Mapping, path: str | Path) -> Path:
 
 def recompute(doc: dict) -> dict:
     """``doc`` with its summary, gains and verdicts recomputed from its runs (current statistics)."""
-    return {**doc, **claims.statistics(doc["runs"], doc["meta"]["budget"].get("eval_episodes"))}
+    return {**doc, **statistics.statistics(doc["runs"], doc["meta"]["budget"].get("eval_episodes"))}
 
 
 def main(argv: list[str] | None = None) -> int:

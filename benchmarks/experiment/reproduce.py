@@ -34,7 +34,7 @@ from composition_gym.benchmarks.engine import backends
 from composition_gym.benchmarks.engine.config import EngineConfig
 from composition_gym.benchmarks.engine.provenance import provenance
 from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text
-from composition_gym.benchmarks.experiment import claims, protocol
+from composition_gym.benchmarks.experiment import claims, protocol, statistics
 from composition_gym.benchmarks.experiment.cells import Cell
 from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES
 from composition_gym.benchmarks.experiment.protocol import PROFILES, Budget
@@ -123,7 +123,7 @@ def reproduce(cfg: ReproduceConfig | None = None, *, command: str | None = None,
         records = backends.run(specs, store, backend=cfg.backend, workers=cfg.workers, ray_options=cfg.ray,
                                progress=view, name="reproduce")
     order = list(CONDITIONS)
-    runs = sorted(claims.run_rows(records), key=lambda r: (r["seed"], order.index(r["condition"])))
+    runs = sorted(statistics.run_rows(records), key=lambda r: (r["seed"], order.index(r["condition"])))
     doc = {
         "meta": provenance(command) | {
             "profile": cfg.profile, "version": version, "device": cfg.device, "cell": dataclasses.asdict(cell),
@@ -138,7 +138,7 @@ def reproduce(cfg: ReproduceConfig | None = None, *, command: str | None = None,
         },
         "checks": checks,
         "runs": runs,
-        **claims.statistics(runs, budget.eval_episodes),
+        **statistics.statistics(runs, budget.eval_episodes),
     }
     write_outputs(doc, out)
     return doc

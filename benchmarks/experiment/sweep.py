@@ -29,7 +29,7 @@ from composition_gym.benchmarks.engine import backends
 from composition_gym.benchmarks.engine.config import EngineConfig
 from composition_gym.benchmarks.engine.provenance import provenance
 from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text
-from composition_gym.benchmarks.experiment import claims, protocol
+from composition_gym.benchmarks.experiment import claims, protocol, statistics
 from composition_gym.benchmarks.experiment.cells import Cell, Grid
 from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES
 from composition_gym.benchmarks.experiment.protocol import Budget
@@ -80,7 +80,7 @@ def headroom(runs: Sequence[Mapping], env: str, episodes: int) -> dict | None:
         binom.append(sum(p * (1 - p) / episodes for p in (m["pass_at_k"], m["greedy"])))
     if not diffs:
         return None
-    stat = claims.mean_se(diffs)
+    stat = statistics.mean_se(diffs)
     if stat["se"] is not None:
         stat["se"] = (stat["se"] ** 2 + sum(binom) / len(binom) / len(binom)) ** 0.5
     return stat
@@ -89,24 +89,24 @@ def headroom(runs: Sequence[Mapping], env: str, episodes: int) -> dict | None:
 def cell_table(cell: Cell, records: Sequence[Mapping], episodes: int, arms: Sequence[str]) -> dict[str, Any]:
     """One cell's row, per OOD set: SFT greedy, pass@k (reach) and headroom, the first failing step,
     and each arm's gain over SFT in greedy, sampled and pass@k success with a verdict at ±2 SE."""
-    runs = claims.run_rows(records)
+    runs = statistics.run_rows(records)
     sft_runs = [r for r in runs if r["condition"] == "sft"]
     row: dict[str, Any] = {"cell": dataclasses.asdict(cell), "tag": cell.tag(), "sets": {},
                            "seconds": round(sum(r["seconds"] for r in records), 1)}
-    by_measure = {m: claims.summarize(sft_runs, m).get("sft", {}) for m in ("greedy", "pass_at_k")}
+    by_measure = {m: statistics.summarize(sft_runs, m).get("sft", {}) for m in ("greedy", "pass_at_k")}
     for env in [k for k in FAMILIES[cell.family].evals if k.startswith("ood_")]:
         entry: dict[str, Any] = {"sft_greedy": by_measure["greedy"].get(env),
                                  "sft_pass_at_k": by_measure["pass_at_k"].get(env),
                                  "sft_headroom": headroom(runs, env, episodes),
-                                 "first_fail": claims.first_fail(runs, env), "gains": {}}
+                                 "first_fail": statistics.first_fail(runs, env), "gains": {}}
         for arm in arms:
             if arm == "sft":
                 continue
             for measure in MEASURE_GAINS:
-                stat = claims.paired_difference(runs, arm, "sft", env, episodes, measure=measure)
+                stat = statistics.paired_difference(runs, arm, "sft", env, episodes, measure=measure)
                 if stat is not None:
                     key = arm if measure == "greedy" else f"{arm}:{measure}"
-                    entry["gains"][key] = {**stat, "verdict": claims.verdict_of(stat)}
+                    entry["gains"][key] = {**stat, "verdict": statistics.verdict_of(stat)}
         row["sets"][env] = entry
     return row
 

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from composition_gym.benchmarks.experiment import claims
+from composition_gym.benchmarks.experiment import claims, statistics
 from composition_gym.benchmarks.experiment.report import figure, markdown
 
 
@@ -34,21 +34,21 @@ RUNS = _runs({
 
 
 def test_mean_se_matches_hand_computation():
-    stat = claims.mean_se([0.1, 0.2, 0.3])
+    stat = statistics.mean_se([0.1, 0.2, 0.3])
     assert stat["n"] == 3 and stat["mean"] == pytest.approx(0.2)
     assert stat["se"] == pytest.approx(0.1 / math.sqrt(3))
-    assert claims.mean_se([0.5])["se"] is None
+    assert statistics.mean_se([0.5])["se"] is None
     with pytest.raises(ValueError, match="at least one"):
-        claims.mean_se([])
+        statistics.mean_se([])
 
 
 def test_duplicate_run_is_an_error():
     with pytest.raises(ValueError, match="two runs"):
-        claims.summarize(RUNS + RUNS[:1])
+        statistics.summarize(RUNS + RUNS[:1])
 
 
 def test_verdicts_follow_paired_differences():
-    by_text = {(v["claim"], v["metric"], v["better"], v["worse"]): v for v in claims.verdicts(RUNS)}
+    by_text = {(v["claim"], v["metric"], v["better"], v["worse"]): v for v in statistics.verdicts(RUNS)}
     # Claim 1: gain on unseen (0.4, 0.4, 0.4) minus gain on ID (0.1, 0.1, 0.05) > 0 with small spread.
     gain = by_text[("claim1", "gain:ood_unseen-id", "rl_compound", "sft")]
     assert gain["diff"]["mean"] == pytest.approx((0.3 + 0.3 + 0.35) / 3)
@@ -63,12 +63,12 @@ def test_verdict_can_contradict():
     flipped = [dict(r, condition={"rl_atomic": "rl_compound", "rl_compound": "rl_atomic"}.get(r["condition"],
                                                                                              r["condition"]))
                for r in RUNS]
-    v = next(v for v in claims.verdicts(flipped) if v["metric"] == "ood_depth" and v["worse"] == "rl_atomic")
+    v = next(v for v in statistics.verdicts(flipped) if v["metric"] == "ood_depth" and v["worse"] == "rl_atomic")
     assert v["verdict"] == "contradicted"
 
 
 def test_gains_are_paired_by_seed():
-    g = claims.gains(RUNS)
+    g = statistics.gains(RUNS)
     assert g["ood_depth"]["mean"] == pytest.approx((0.35 + 0.41 + 0.36) / 3)
 
 
@@ -116,12 +116,12 @@ def test_forgetting_and_leakage_tables():
     for run in runs:
         run["leakage"] = {"ood_depth": {"sft": 0, "arm": 7 if run["condition"] == "rl_disjoint" else 0},
                           "ood_unseen": {"sft": 0, "arm": 0}}
-    rows = {(r["condition"], r["set"]): r for r in claims.forgetting(runs, episodes=200)}
+    rows = {(r["condition"], r["set"]): r for r in statistics.forgetting(runs, episodes=200)}
     assert rows["rl_disjoint", "id"]["forgets"] and not rows["rl_disjoint", "ood_unseen"]["forgets"]
-    assert claims.leakage_table(runs)["rl_disjoint"]["ood_depth"] == {"sft": 0, "arm": 21}
+    assert statistics.leakage_table(runs)["rl_disjoint"]["ood_depth"] == {"sft": 0, "arm": 21}
     text = markdown({"meta": {"date": "d", "commit": "c", "command": "x", "profile": "small", "budget_name": "b",
                               "budget": {"eval_episodes": 200}, "seeds": [0, 1, 2], "workers": 1, "wall_time_s": 1.0},
-                     "runs": runs, **claims.statistics(runs, 200)})
+                     "runs": runs, **statistics.statistics(runs, 200)})
     assert "✗" in text and "| SFT + RL compound, beyond the SFT support | L=4, all splits | arm: 21 |" in text
 
 
@@ -133,16 +133,16 @@ def _v2(cond: str, seed: int, greedy: float, pass_k: float) -> dict:
 def test_measures_of_v2_records_and_pass_at_k_verdicts():
     runs = [_v2("sft", s, 0.30, 0.60) for s in range(3)] + \
            [_v2("rl_compound", s, g, p) for s, (g, p) in enumerate([(0.52, 0.61), (0.55, 0.60), (0.50, 0.62)])]
-    assert claims.run_scores(runs[0], "pass_at_k") == {"ood_rs": 0.60, "id": 0.60}
-    assert claims.run_scores(runs[0], "all_steps") == {}  # not reported by the env: left out
-    assert claims.run_scores(RUNS[0], "sampled") == {}  # not reported: left out
+    assert statistics.run_scores(runs[0], "pass_at_k") == {"ood_rs": 0.60, "id": 0.60}
+    assert statistics.run_scores(runs[0], "all_steps") == {}  # not reported by the env: left out
+    assert statistics.run_scores(RUNS[0], "sampled") == {}  # not reported: left out
     with pytest.raises(ValueError, match="unknown measure"):
-        claims.run_scores(runs[0], "best")
-    greedy = claims.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200)
-    assert greedy["mean"] == pytest.approx((0.22 + 0.25 + 0.20) / 3) and claims.verdict_of(greedy) == "supported"
-    sharpened = claims.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200, measure="pass_at_k")
-    assert claims.verdict_of(sharpened) == "inconclusive"  # RL sharpened what SFT could already sample
-    stats = claims.statistics(runs, 200)
+        statistics.run_scores(runs[0], "best")
+    greedy = statistics.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200)
+    assert greedy["mean"] == pytest.approx((0.22 + 0.25 + 0.20) / 3) and statistics.verdict_of(greedy) == "supported"
+    sharpened = statistics.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200, measure="pass_at_k")
+    assert statistics.verdict_of(sharpened) == "inconclusive"  # RL sharpened what SFT could already sample
+    stats = statistics.statistics(runs, 200)
     rs = [v for v in stats["verdicts"] if v["metric"] == "ood_rs"]
     assert rs and rs[0]["verdict"] == "supported" and stats["verdicts_pass_at_k"][0]["measure"] == "pass_at_k"
     # Comparisons on sets (or conditions) these runs lack are left out, not errors.
@@ -154,8 +154,8 @@ def test_markdown_and_figure_render(tmp_path):
         "meta": {"date": "2026-01-01T00:00:00+00:00", "commit": "abc1234", "dirty": False, "command": "compgym reproduce",
                  "profile": "small", "budget_name": "default", "budget": {"eval_episodes": 10, "ppo_steps": 5},
                  "seeds": [0, 1, 2], "workers": 1, "wall_time_s": 60.0},
-        "runs": RUNS, "summary": claims.summarize(RUNS), "gains": claims.gains(RUNS),
-        "verdicts": claims.verdicts(RUNS), "checks": {"ok": True},
+        "runs": RUNS, "summary": statistics.summarize(RUNS), "gains": statistics.gains(RUNS),
+        "verdicts": statistics.verdicts(RUNS), "checks": {"ok": True},
     }
     json.dumps(doc)  # the document is JSON as it stands
     text = markdown(doc)
@@ -169,12 +169,12 @@ def test_evaluation_noise_keeps_a_one_episode_difference_inconclusive():
     # +1 episode in 200 on every seed: zero spread over seeds, but far inside evaluation noise.
     runs = _runs({"sft": [_succ(0.8, 0.8, 0.7, 0.020, 0.2)] * 3,
                   "rl_atomic": [_succ(0.8, 0.8, 0.7, 0.025, 0.3)] * 3})
-    row = next(v for v in claims.verdicts(runs, episodes=200) if v["better"] == "rl_atomic")
+    row = next(v for v in statistics.verdicts(runs, episodes=200) if v["better"] == "rl_atomic")
     assert row["diff"]["mean"] == pytest.approx(0.005) and row["verdict"] == "inconclusive"
     assert row["diff"]["se"] > row["diff"]["se_seeds"] == 0.0
-    assert next(v for v in claims.verdicts(runs) if v["better"] == "rl_atomic")["verdict"] == "supported"
+    assert next(v for v in statistics.verdicts(runs) if v["better"] == "rl_atomic")["verdict"] == "supported"
     with pytest.raises(ValueError, match="episodes"):
-        claims.verdicts(runs, episodes=0)
+        statistics.verdicts(runs, episodes=0)
 
 
 def test_report_main_recomputes_and_renders(tmp_path):
