@@ -410,6 +410,11 @@ class CompositionEnv(gym.Env):
     format_penalty = _scorer_setting("format_penalty", "Penalty for a malformed trace")
 
     @property
+    def score(self) -> Score | None:
+        """The :class:`Score` of the episode that just ended (``None`` while it runs)."""
+        return self._score
+
+    @property
     def problem(self) -> Problem | None:
         """The current problem (hidden from the agent; for evaluation and tests)."""
         return self._problem
