@@ -11,7 +11,7 @@ import numpy as np
 from gymnasium import spaces
 
 from composition_gym import tokens as T
-from composition_gym.cascade import Problem, Score, Scorer
+from composition_gym.cascade import PROMPT_FORMATS, Problem, Score, Scorer
 from composition_gym.expert import next_token
 from composition_gym.grammar import EOS_EVENT, LETTER_EVENT, STEP_EVENT, TAG_EVENT, TraceGrammar
 from composition_gym.profiles import Profile, get_profile
@@ -164,7 +164,7 @@ class CompositionEnv(gym.Env):
                    process_reward=0.0, format_penalty=0.0, max_len=None, render_mode=None,
                    skills=None, routings=None, alphabet=None, input_len=None,
                    max_result_len=None, identifiable=False, depth_weights=None, exposure=0.0,
-                   share_atomic=False, info_mode="full")
+                   share_atomic=False, prompt_format="nested", info_mode="full")
     ```
 
     * ``profile``: ``"small"`` or ``"paper"`` (:mod:`composition_gym.profiles`); ``skills``,
@@ -178,6 +178,9 @@ class CompositionEnv(gym.Env):
     * ``exposure``: in ``[0, 1]``, for the ``pairs``/``routing_skill`` families: the ``_id`` split
       shows an exposable half of the held-out cascades at this rate and the ``_ood`` split keeps
       the other half (use the same value on both sides); ``0`` holds every held-out one out.
+    * ``prompt_format``: how the prompt writes the program: ``"nested"`` calls (the first step
+      innermost), ``"pipeline"`` (the steps in execution order, ``Chain Sort;PrefixX Rev``) or
+      ``"reversed"`` (the same, last step first); see :data:`~composition_gym.cascade.PROMPT_FORMATS`.
     * ``trace_format``: ``"values"`` (intermediates then answer), ``"tagged"`` (each step tagged
       with its modules) or ``"answer"``.
     * ``max_len``: observation length; default fits every trace of the profile up to its OOD depth,
@@ -201,7 +204,8 @@ class CompositionEnv(gym.Env):
       (``Compose-L1to3``, ``share_atomic=True``, ``depth_weights``) and the ``exposure`` knob;
       settings that cannot be sampled fail at construction instead of hanging.
     * v0: initial release.  Later additions leave v0 episodes unchanged: ``info["all_steps_correct"]``
-      at episode end, ``render_mode="human"``, the warning for a budget ``max_len``,
+      at episode end, ``render_mode="human"``, the warning for a budget ``max_len``, the
+      ``prompt_format`` knob (default ``"nested"``, every registered id's),
       ``render_mode="rgb_array"`` and ``info_mode="arrays"``.
     """
 
@@ -227,6 +231,7 @@ class CompositionEnv(gym.Env):
         depth_weights: list[float] | tuple[float, ...] | None = None,
         exposure: float = 0.0,
         share_atomic: bool = False,
+        prompt_format: str = "nested",
         info_mode: str = "full",
     ):
         self.profile = get_profile(profile).with_overrides(
@@ -241,6 +246,9 @@ class CompositionEnv(gym.Env):
         else:
             raise ValueError(f"depth must be an int or [min, max], got {depth!r}")
         self.scorer = Scorer(trace_format, process_reward, format_penalty)  # validates the three
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt_format {prompt_format!r}; choose from {PROMPT_FORMATS}")
+        self.prompt_format = prompt_format
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             # TypeError, not ValueError: SB3's make_vec_env (and so rl-zoo3) retries without a
             # render mode only on TypeError.
@@ -290,7 +298,7 @@ class CompositionEnv(gym.Env):
         return self._obs.copy(), self._reset_info()
 
     def _start(self, problem: Problem) -> None:
-        prompt, self._prompt_text = problem.encode_prompt(self.profile.uses_y)
+        prompt, self._prompt_text = problem.encode_prompt(self.profile.uses_y, self.prompt_format)
         if len(prompt) + 2 > self.max_len:
             raise ValueError(f"max_len={self.max_len} is too short for a prompt of {len(prompt)} tokens")
         self._problem = problem

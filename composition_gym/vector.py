@@ -142,7 +142,7 @@ class CompositionVectorEnv(VectorEnv):
         self.action_space = batch_space(env.action_space, n)
 
         self.profile, self.max_len, self.grammar = env.profile, env.max_len, env.grammar
-        self._sampler, self._uses_y = env.sampler, env.profile.uses_y
+        self._sampler, self._uses_y, self._prompt_format = env.sampler, env.profile.uses_y, env.prompt_format
         self._cap = cap = env.profile.max_result_len
         self._segments = s = 1 if self.grammar.answer_only else max(env.support.depths)
 
@@ -301,7 +301,7 @@ class CompositionVectorEnv(VectorEnv):
             p = self._sampler.sample(self._generators[i])
             if given is not None:
                 p = given
-            ids, self._prompt_text[i] = p.encode_prompt(self._uses_y)
+            ids, self._prompt_text[i] = p.encode_prompt(self._uses_y, self._prompt_format)
             if len(ids) + 2 > width:
                 raise ValueError(f"max_len={width} is too short for a prompt of {len(ids)} tokens")
             expected = p.expected_segments(self.trace_format)
