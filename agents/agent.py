@@ -204,7 +204,7 @@ def load_agent(path: str) -> Any:
     :class:`TransformerLM` checkpoint, or ``"pretrained"`` / ``"pretrained:NAME"`` (a checkpoint
     shipped in the package).  The one loader of the CLI's commands."""
     if path == "pretrained" or path.startswith("pretrained:"):
-        from composition_gym.agents.pretrained import pretrained
+        from composition_gym.agents.checkpoints import pretrained
 
         return pretrained(path.partition(":")[2] or "small")
     if path.endswith(".zip"):

@@ -143,8 +143,10 @@ def comparison_table(reports: dict[str, EvalReport], groups: dict[str, list[str]
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     threads = resolve_threads(args.threads)
-    budget = DEMO_BUDGETS["quick" if args.quick else "full"].replace(
-        bc_episodes=args.bc_episodes, ppo_steps=args.ppo_steps, eval_episodes=args.eval_episodes)
+    budget = DEMO_BUDGETS["quick" if args.quick else "full"]
+    budget = budget.replace(bc=budget.bc.replace(episodes=args.bc_episodes),
+                            **{k: v for k, v in (("ppo_steps", args.ppo_steps), ("eval_episodes", args.eval_episodes))
+                               if v is not None})
     sft = env_id("Compose-L3")
     rl = env_id("Compose-RL-L3")
     groups = {"ID": suite("id"), "OOD": suite("ood")}

@@ -12,9 +12,9 @@ units of ~157):
 name           episodes  epochs  what it is for
 =============  ========  ======  ============================================================
 ``tiny``       64        1       plumbing only (tests, ``--quick``): seconds, learns nothing
-``demo``       20,000    19.2    ``compgym demo`` (3,000 steps; 97 % ID success in the README)
+``demo``       20,000    19.2    ``compgym demo`` (3,000 steps; measured: docs/results/demo.md)
 ``reproduce``  14,000    12.8    each seed of ``compgym reproduce`` (1,400 steps: the SFT budget
-                                 that left the most reachable headroom at L=3; README, "Reproducing")
+                                 that left the most reachable headroom at L=3; docs/results/probes.md)
 ``default``    20,000    25.6    :func:`behavior_cloning`'s default and the acceptance test
                                  (4,000 steps; >= 90 % greedy success on ``Compose-L3-v0``)
 =============  ========  ======  ============================================================
@@ -117,9 +117,9 @@ class GRPOConfig(Config):
     """Hyper-parameters of :func:`~composition_gym.agents.grpo.train_grpo`; the budget in episodes is
     ``iterations * problems_per_iter * group_size``.
 
-    The defaults moved the shipped BC checkpoint in 15 CPU minutes (docs/grpo.md); lr 1e-3
-    collapsed within 15 updates and 1e-5 barely moved in our sweeps.  (The reproduction's budget
-    sets its own rate and batch: :data:`composition_gym.benchmarks.experiment.protocol.BUDGETS`.)
+    The defaults moved the shipped BC checkpoint in 15 CPU minutes (docs/results/grpo-15min.md);
+    lr 1e-3 collapsed within 15 updates and 1e-5 barely moved in our sweeps.  (The reproduction's
+    budget sets its own rate and batch: :data:`composition_gym.benchmarks.experiment.protocol.PRESETS`.)
     """
 
     iterations: int = bounded(30, ge=1)

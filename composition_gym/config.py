@@ -16,8 +16,11 @@ any torch import.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
 import math
+import textwrap
 import types
 import typing
 from functools import lru_cache
@@ -112,6 +115,29 @@ def check(obj: Any) -> None:
             raise ValueError(f"{type(obj).__name__}.{f.name} {reason}, got {value!r}")
 
 
+@lru_cache(maxsize=None)
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each field of the dataclass ``cls`` (and its bases), by name.
+
+    The same text tyro shows as a field's help; used where a class is derived from another one
+    (the sweep's grid from the cell) so the derived options keep their help.
+    """
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError, SyntaxError):
+            continue
+        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
+        for node, nxt in zip(body, body[1:]):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and isinstance(nxt, ast.Expr)
+                    and isinstance(nxt.value, ast.Constant) and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
 class Config:
     """Base of the project's settings dataclasses: checked at construction (:func:`check`)."""
 
@@ -157,4 +183,4 @@ class Config:
         return cls(**values)
 
 
-__all__ = ["Config", "bounded", "check"]
+__all__ = ["Config", "bounded", "check", "field_docs"]

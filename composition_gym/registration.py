@@ -212,7 +212,7 @@ def suite(name: str, profile: str = "small", version: str = VERSION) -> list[str
 
 
 def ids_table() -> str:
-    """The registered ids as a markdown table (the README renders it)."""
+    """The registered ids as a markdown table (docs/environment.md renders it)."""
     rows = ["| id | profile | split | L | role | purpose |", "|---|---|---|---|---|---|"]
     for r in list_envs():
         depth = "-".join(map(str, r["depth"])) if isinstance(r["depth"], list) else r["depth"]

@@ -17,19 +17,20 @@ from dataclasses import dataclass
 
 from typing import Any
 
-from composition_gym.registration import env_id
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One training condition: SFT, optionally followed by RL with ``trainer`` on its family's set.
+    """One training condition: SFT, optionally followed by a trainer on one of its family's sets.
 
     Attributes:
-        key: short name used in the JSON, the sweep's ``arm`` axis and the figure.
+        key: short name used in the JSON, the sweep's ``arms`` axis and the figure.
         label: human-readable name for tables.
-        trainer: ``None`` (SFT alone), ``"grpo"`` (the group-relative trainer) or ``"ppo"``
-            (SB3 MaskablePPO, the baseline), always with the same budget in episodes.
-        rl_set: which training set of the family RL uses (a key of :attr:`Family.rl`).
+        trainer: ``None`` (SFT alone) or a name of :data:`composition_gym.agents.trainers.TRAINERS`
+            (``"grpo"``: the group-relative trainer; ``"maskable_ppo"``: SB3 MaskablePPO, the
+            baseline; ``"sft"``: behavior cloning continued, the matched-data control), always with
+            the same budget in episodes (problems, for ``"sft"``).
+        rl_set: which set of the family it trains on (``"atomic"``, ``"sft_set"``, ``"beyond"``).
     """
 
     key: str
@@ -37,38 +38,60 @@ class Condition:
     trainer: str | None
     rl_set: str | None
 
-    @property
-    def rl_env(self) -> str | None:
-        """The compose family's RL preset (kept for v0 records and tables)."""
-        return FAMILIES["compose"].rl.get(self.rl_set) if self.rl_set else None
+
+Set = tuple[str, dict]
+"""A set of problems: a registered preset and the env kwargs that change it (``depth=4`` …)."""
 
 
 @dataclass(frozen=True)
 class Family:
-    """A split family: what SFT trains on, what each RL arm trains on, and where all are evaluated.
+    """A split family: what SFT trains on, what each arm trains on, and where all are evaluated.
 
     The OOD evaluation sets are OOD *relative to the SFT set* of the same family, so the family is
-    one unit: SFT on ``Compose-L1to3`` (hash split of whole cascades) makes unseen L=3 and L=4 the
-    OOD sets; SFT on ``RoutingSkill-ID-L1to3`` (held-out routing x skill pairs, let in at the
-    ``exposure`` rate) makes ``RoutingSkill-OOD-L3`` the OOD set.
+    one unit: SFT on ``Compose-L1to3`` (hash split of whole cascades) makes the unseen split at
+    every depth the OOD sets; SFT on ``RoutingSkill-ID-L1to3`` (held-out routing x skill pairs, let
+    in at the ``exposure`` rate) makes ``RoutingSkill-OOD-L3`` the OOD set.
 
     Attributes:
         key, label: names in tables.
-        sft: the presets of the SFT coverage set (depth-mixed, every atomic module).
-        rl: the RL training preset of each ``Condition.rl_set``; a set missing here means the
-            arm does not apply to this family (it is left out of the grid, and says so).
-        evals: evaluation preset by eval key (:data:`EVAL_LABELS`).
+        splits: the split family of :data:`composition_gym.supports.SPLIT_FAMILIES` it uses.
+        sft: the preset of the SFT coverage set (depth-mixed, every atomic module).
+        rl: the training preset of the ``atomic`` and ``sft_set`` arms.
+        beyond: the set the ``beyond`` arms (RL beyond the SFT support, and its matched-data
+            control) train on, per :attr:`~.cells.Cell.rl_target`; a target missing here means
+            those arms do not apply to this family and target (they are left out, and say so).
+        evals: evaluation set by eval key (:data:`EVAL_LABELS`).
         exposure: the presets that take the ``exposure`` kwarg, with the same value on the training
             and the evaluation side (the env then splits the held-out cascades into an exposable
             half and an evaluation half, disjoint by construction).
+        evaluation_half: the OOD presets that, when RL trains on the exposable half
+            (``rl_target="pairs"``), are evaluated on the evaluation half (``exposure`` > 0).
     """
 
     key: str
     label: str
-    sft: tuple[str, ...]
+    splits: str
+    sft: str
     rl: dict[str, str]
-    evals: dict[str, str]
+    beyond: dict[str, Set]
+    evals: dict[str, Set]
     exposure: tuple[str, ...] = ()
+    evaluation_half: tuple[str, ...] = ()
+
+    def set_of(self, name: str, rl_target: str = "L3") -> Set:
+        """``(preset, env kwargs)`` of the set ``name``: ``"sft"``, an arm's set or an eval key."""
+        if name == "sft":
+            return self.sft, {}
+        if name == "beyond":
+            if rl_target not in self.beyond:
+                raise ValueError(f"family {self.key!r} has no beyond set for rl_target {rl_target!r}; "
+                                 f"it has {sorted(self.beyond)}")
+            return self.beyond[rl_target]
+        if name in self.rl:
+            return self.rl[name], {}
+        if name in self.evals:
+            return self.evals[name]
+        raise ValueError(f"family {self.key!r} has no set {name!r}")
 
 
 @dataclass(frozen=True)
@@ -88,37 +111,61 @@ class Comparison:
 
 #: The environments' version the protocol uses (v1: identifiable problems, depth-mixed SFT sets).
 VERSION = "v1"
+#: Trace formats the protocol trains with (``answer`` writes no intermediates to learn modules from).
+TRAIN_TRACE_FORMATS = ("values", "tagged")
+#: What the beyond arm trains on (:attr:`~.cells.Cell.rl_target`): compositions of the RL split at
+#: L=3, deeper ones (depths 1-4, weighted by :data:`L4_DEPTH_WEIGHTS`), or the exposable half of the
+#: held-out pairs (mixed with the family's own L=3 problems at the rate :data:`PAIRS_RL_EXPOSURE`).
+RL_TARGETS = ("L3", "L4", "pairs")
+#: Depth weights (L=1..4) of the L4 target: half the problems one level beyond SFT, the rest at the
+#: depths SFT covered, so RL does not forget them (docs/results: the forgetting probes).
+L4_DEPTH_WEIGHTS = (0.1, 0.1, 0.3, 0.5)
+PAIRS_RL_EXPOSURE = 0.5
+_L4 = {"depth": [1, 4], "depth_weights": list(L4_DEPTH_WEIGHTS)}
 FAMILIES: dict[str, Family] = {
     f.key: f
     for f in (
-        Family("compose", "whole cascades held out (hash split)", sft=("Compose-L1to3",),
-               rl={"atomic": "Atomic-L1", "sft_set": "Compose-L3", "beyond": "Compose-RL-L3"},
-               evals={"id": "Compose-L3", "rl_set": "Compose-RL-L3", "ood_unseen": "OOD-Unseen-L3",
-                      "ood_depth": "OOD-Depth-L4", "atomic": "Atomic-L1"}),
-        Family("routing_skill", "routing x skill pairs held out", sft=("RoutingSkill-ID-L1to3",),
-               # No "beyond" set: every L=3 composition outside this SFT support uses a held-out
-               # pair, i.e. lies in the evaluation split itself.
+        Family("compose", "whole cascades held out (hash split)", "hash", sft="Compose-L1to3",
+               rl={"atomic": "Atomic-L1", "sft_set": "Compose-L3"},
+               beyond={"L3": ("Compose-RL-L3", {}), "L4": ("Compose-RL-L1to3", _L4)},
+               evals={"id": ("Compose-L3", {}), "rl_set": ("Compose-RL-L3", {}),
+                      "ood_unseen": ("OOD-Unseen-L3", {}), "ood_unseen_l4": ("OOD-Unseen-L3", {"depth": 4}),
+                      "ood_unseen_l5": ("OOD-Unseen-L3", {"depth": 5}), "ood_depth": ("OOD-Depth-L4", {}),
+                      "atomic": ("Atomic-L1", {})}),
+        Family("routing_skill", "routing x skill pairs held out", "routing_skill", sft="RoutingSkill-ID-L1to3",
+               # No L3 beyond set: every L=3 composition outside this SFT support uses a held-out
+               # pair, i.e. lies in the evaluation split itself; "pairs" trains on its other half.
                rl={"atomic": "Atomic-L1", "sft_set": "RoutingSkill-ID-L1to3"},
-               evals={"id": "RoutingSkill-ID-L1to3", "ood_rs": "RoutingSkill-OOD-L3", "ood_depth": "OOD-Depth-L4",
-                      "atomic": "Atomic-L1"},
-               exposure=("RoutingSkill-ID-L1to3", "RoutingSkill-OOD-L3")),
-        Family("pairs", "consecutive skill pairs held out", sft=("Pairs-ID-L1to3",),
+               beyond={"L4": ("RoutingSkill-ID-L1to3", _L4),
+                       "pairs": ("RoutingSkill-ID-L1to3", {"depth": 3, "depth_weights": None,
+                                                           "exposure": PAIRS_RL_EXPOSURE})},
+               evals={"id": ("RoutingSkill-ID-L1to3", {}), "ood_rs": ("RoutingSkill-OOD-L3", {}),
+                      "ood_rs_l4": ("RoutingSkill-OOD-L3", {"depth": 4}), "ood_depth": ("OOD-Depth-L4", {}),
+                      "atomic": ("Atomic-L1", {})},
+               exposure=("RoutingSkill-ID-L1to3", "RoutingSkill-OOD-L3"), evaluation_half=("RoutingSkill-OOD-L3",)),
+        Family("pairs", "consecutive skill pairs held out", "pairs", sft="Pairs-ID-L1to3",
                rl={"atomic": "Atomic-L1", "sft_set": "Pairs-ID-L1to3"},
-               evals={"id": "Pairs-ID-L1to3", "ood_pairs": "Pairs-OOD-L3", "ood_depth": "OOD-Depth-L4",
-                      "atomic": "Atomic-L1"},
-               exposure=("Pairs-ID-L1to3", "Pairs-OOD-L3")),
+               beyond={"L4": ("Pairs-ID-L1to3", _L4),
+                       "pairs": ("Pairs-ID-L1to3", {"depth": 3, "depth_weights": None,
+                                                    "exposure": PAIRS_RL_EXPOSURE})},
+               evals={"id": ("Pairs-ID-L1to3", {}), "ood_pairs": ("Pairs-OOD-L3", {}),
+                      "ood_pairs_l4": ("Pairs-OOD-L3", {"depth": 4}), "ood_depth": ("OOD-Depth-L4", {}),
+                      "atomic": ("Atomic-L1", {})},
+               exposure=("Pairs-ID-L1to3", "Pairs-OOD-L3"), evaluation_half=("Pairs-OOD-L3",)),
     )
 }
-SFT_ENV = FAMILIES["compose"].sft[0]
-#: The compose family's evaluation presets, by key (v0 name kept for callers).
-EVAL_ENVS: dict[str, str] = dict(FAMILIES["compose"].evals)
+FAMILY_KEYS = tuple(FAMILIES)
 EVAL_LABELS: dict[str, str] = {
     "id": "ID (SFT set)",
     "rl_set": "RL set (L=3)",
     "ood_unseen": "OOD unseen (L=3)",
+    "ood_unseen_l4": "OOD unseen (L=4)",
+    "ood_unseen_l5": "OOD unseen (L=5)",
     "ood_rs": "OOD routing x skill (L=3)",
+    "ood_rs_l4": "OOD routing x skill (L=4)",
     "ood_pairs": "OOD skill pairs (L=3)",
-    "ood_depth": "OOD depth (L=4)",
+    "ood_pairs_l4": "OOD skill pairs (L=4)",
+    "ood_depth": "L=4, all splits",
     "atomic": "Atomic (L=1)",
 }
 #: What each evaluation measures per problem: greedy success, sampled success (one sample at the
@@ -133,7 +180,10 @@ CONDITIONS: dict[str, Condition] = {
         Condition("rl_atomic", "SFT + RL atomic (L=1)", "grpo", "atomic"),
         Condition("rl_compound", "SFT + RL compound, SFT compositions", "grpo", "sft_set"),
         Condition("rl_disjoint", "SFT + RL compound, beyond the SFT support", "grpo", "beyond"),
-        Condition("ppo_compound", "SFT + MaskablePPO compound, SFT compositions (SB3 baseline)", "ppo", "sft_set"),
+        Condition("ppo_compound", "SFT + MaskablePPO compound, SFT compositions (SB3 baseline)", "maskable_ppo",
+                  "sft_set"),
+        Condition("sft_matched", "SFT continued on the beyond arm's problems (matched-data control)", "sft",
+                  "beyond"),
     )
 }
 #: Which conditions and eval envs each claim's table shows.
@@ -159,7 +209,18 @@ CLAIMS: dict[str, dict] = {
         "envs": ("id", "rl_set", "ood_unseen", "ood_depth"),
         "paper": "RL on compositions disjoint from the SFT set beats RL on overlapping ones (OOD)",
     },
+    "beyond": {
+        "title": "RL beyond the SFT support (the cell's rl_target), its controls, and what it forgets",
+        "short": "RL beyond the SFT support",
+        "conditions": ("sft", "rl_atomic", "rl_compound", "rl_disjoint", "sft_matched"),
+        "envs": ("atomic", "id", "ood_unseen", "ood_unseen_l4", "ood_unseen_l5", "ood_rs", "ood_rs_l4", "ood_pairs",
+                 "ood_pairs_l4"),
+        "paper": "the effective protocol: SFT covers every atomic module, RL trains on compositions beyond the SFT "
+                 "support (here read as deeper ones, or held-out pairs); OOD L=4: SFT 4.8 %, RL compound 42.6 %",
+    },
 }
+#: How verdict rows name their claim in tables.
+CLAIM_LABELS = {"claim1": "1", "claim2": "2", "claim3": "3", "control": "control"}
 #: The paper's headline numbers (OOD compound traces at L = 4, success in %), claim 2.
 PAPER_OOD_L4: dict[str, float] = {"sft": 4.8, "rl_atomic": 14.8, "rl_compound": 42.6}
 COMPARISONS: tuple[Comparison, ...] = (
@@ -180,7 +241,33 @@ COMPARISONS: tuple[Comparison, ...] = (
                "RL on disjoint set > RL on SFT set, OOD unseen L=3"),
     Comparison("claim3", "rl_disjoint", "rl_compound", "ood_depth",
                "RL on disjoint set > RL on SFT set, OOD depth L=4"),
+    # RL beyond the SFT support (rl_target L4 or pairs): does it widen, and is compound the reason?
+    Comparison("claim1", "rl_disjoint", "sft", "ood_unseen_l4",
+               "SFT + RL beyond the SFT support > SFT on unseen L=4 compositions (never trained)"),
+    Comparison("claim1", "rl_disjoint", "sft", "ood_unseen_l5",
+               "SFT + RL beyond the SFT support > SFT on unseen L=5 compositions (never trained)"),
+    Comparison("claim1", "rl_disjoint", "sft", "ood_rs", "SFT + RL beyond the SFT support > SFT on held-out "
+               "routing x skill pairs"),
+    Comparison("claim1", "rl_disjoint", "sft", "ood_pairs", "SFT + RL beyond the SFT support > SFT on held-out "
+               "skill pairs"),
+    Comparison("claim2", "rl_disjoint", "rl_atomic", "ood_unseen_l4", "RL compound (beyond) > RL atomic on unseen L=4"),
+    Comparison("claim2", "rl_disjoint", "rl_atomic", "ood_rs", "RL compound (beyond) > RL atomic on held-out "
+               "routing x skill pairs"),
+    Comparison("claim2", "rl_disjoint", "rl_atomic", "ood_pairs", "RL compound (beyond) > RL atomic on held-out "
+               "skill pairs"),
+    Comparison("claim3", "rl_disjoint", "rl_compound", "ood_unseen_l4",
+               "RL beyond the SFT support > RL on the SFT set, unseen L=4"),
+    # Not a claim of the paper: at equal problems, does reward alone match demonstrations?
+    Comparison("control", "rl_disjoint", "sft_matched", "ood_unseen_l4",
+               "RL from reward > SFT from demonstrations on the same problems, unseen L=4"),
+    Comparison("control", "rl_disjoint", "sft_matched", "ood_rs",
+               "RL from reward > SFT from demonstrations on the same problems, held-out routing x skill"),
+    Comparison("control", "rl_disjoint", "sft_matched", "ood_pairs",
+               "RL from reward > SFT from demonstrations on the same problems, held-out skill pairs"),
 )
+#: The sets a beyond arm must not forget (at most :data:`FORGETTING_POINTS` lost against SFT).
+SHALLOWER_SETS = ("atomic", "id", "rl_set", "ood_unseen")
+FORGETTING_POINTS = 2.0
 #: A difference is "supported"/"contradicted" when its mean is beyond this many standard errors.
 VERDICT_SE = 2.0
 
@@ -206,19 +293,16 @@ def _check_measure(measure: str) -> None:
 def run_rows(records: Sequence[Mapping]) -> list[dict]:
     """Run-store records as run rows (``seed``, ``condition``, ``metrics``)."""
     return [{"seed": r["result"]["seed"], "condition": r["result"]["condition"], "metrics": r["result"]["metrics"],
-             "diagnostics": r["result"].get("diagnostics")} for r in records]
+             "diagnostics": r["result"].get("diagnostics"), "leakage": r["result"].get("leakage")} for r in records]
 
 
 def run_scores(run: Mapping, measure: str = "greedy") -> dict[str, float]:
     """``{env_key: value}`` of ``measure`` in one run record.
 
-    v2 records carry ``metrics[env_key][measure]``; v0 records only ``success`` (greedy).
     Measures an evaluation did not report (``None``) are left out.
     """
     _check_measure(measure)
-    if "metrics" in run:
-        return {e: float(m[measure]) for e, m in run["metrics"].items() if m.get(measure) is not None}
-    return dict(run["success"]) if measure == "greedy" else {}
+    return {e: float(m[measure]) for e, m in run["metrics"].items() if m.get(measure) is not None}
 
 
 def success_table(runs: Iterable[Mapping], measure: str = "greedy") -> dict[str, dict[int, dict[str, float]]]:
@@ -346,7 +430,50 @@ def statistics(runs: Sequence[Mapping], episodes: int | None) -> dict[str, Any]:
         "gains": gains(runs),
         "verdicts": verdicts(runs, episodes),
         "verdicts_pass_at_k": verdicts(runs, episodes, measure="pass_at_k"),
+        "forgetting": forgetting(runs, episodes),
+        "leakage": leakage_table(runs),
     }
+
+
+def first_fail(runs: Iterable[Mapping], env: str) -> dict[str, dict[str, float]]:
+    """``{condition: {step: share}}``: which step of ``env``'s problems a condition's greedy answer
+    gets wrong first (``"none"``: every step right), averaged over seeds."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for run in runs:
+        shares = run["metrics"].get(env, {}).get("first_fail")
+        if shares:
+            for step, share in shares.items():
+                out.setdefault(run["condition"], {}).setdefault(step, []).append(share)
+    return {cond: {k: sum(v) / len(v) for k, v in steps.items()} for cond, steps in out.items()}
+
+
+def forgetting(runs: Iterable[Mapping], episodes: int | None = None) -> list[dict[str, Any]]:
+    """For every arm and :data:`SHALLOWER_SETS` set: its greedy success minus SFT's, paired over seeds,
+    and whether it lost more than :data:`FORGETTING_POINTS` points (mean below the threshold)."""
+    runs = list(runs)
+    table = success_table(runs, "greedy")
+    rows = []
+    for cond in CONDITIONS:
+        if cond == "sft" or cond not in table:
+            continue
+        for env in SHALLOWER_SETS:
+            stat = _paired(table, cond, "sft", env, episodes)
+            if stat is not None:
+                rows.append({"condition": cond, "set": env, "diff": stat,
+                             "forgets": stat["mean"] < -FORGETTING_POINTS / 100})
+    return rows
+
+
+def leakage_table(runs: Iterable[Mapping]) -> dict[str, dict[str, dict[str, int]]]:
+    """``{condition: {eval set: {stage: evaluated problems a training stage could have drawn}}}``,
+    summed over seeds (runs without a leakage record are left out)."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for run in runs:
+        for env, hits in (run.get("leakage") or {}).items():
+            slot = out.setdefault(run["condition"], {}).setdefault(env, {})
+            for stage, n in hits.items():
+                slot[stage] = slot.get(stage, 0) + n
+    return out
 
 
 def gains(runs: Iterable[Mapping], condition: str = "rl_compound", base: str = "sft",
@@ -358,64 +485,3 @@ def gains(runs: Iterable[Mapping], condition: str = "rl_compound", base: str = "
     seeds = sorted(set(table[condition]) & set(table[base]))
     envs = sorted(set.intersection(*(set(table[condition][s]) & set(table[base][s]) for s in seeds))) if seeds else []
     return {e: mean_se([table[condition][s][e] - table[base][s][e] for s in seeds]) for e in envs}
-
-
-def support_checks(profile: str, family: str = "compose", version: str = VERSION, samples: int = 20_000,
-                   exposure: float | None = None) -> dict[str, Any]:
-    """Check the protocol's premises on the registered supports of ``family``; return what was checked.
-
-    The SFT set must contain every skill and every routing mechanism (SFT "covers every atomic
-    module"), and share no cascade with the family's OOD evaluation sets at the training depth or
-    with its "beyond" RL set.  Whether it also contains every ``(routing, skill)`` step is
-    reported (the routing x skill family holds some out on purpose).  Exhaustive where the SFT
-    support can be enumerated, otherwise on ``samples`` sampled cascades.
-
-    Raises:
-        RuntimeError: when a premise fails (the experiment would not test the claims).
-    """
-    import gymnasium as gym
-    import numpy as np
-
-    import composition_gym  # noqa: F401  (registers the ids)
-
-    fam = FAMILIES[family]
-
-    def env(preset: str):
-        kwargs = {"exposure": exposure} if exposure is not None and preset in fam.exposure else {}
-        e = gym.make(env_id(preset, profile, version), **kwargs)
-        e.close()
-        return e.unwrapped
-
-    cascades, sizes = [], []
-    for preset in fam.sft:
-        sft = env(preset)
-        sizes.append(sft.support.size())
-        if sizes[-1] <= 200_000:
-            cascades += list(sft.support.enumerate())
-        else:
-            rng = np.random.default_rng(0)
-            cascades += [sft.sampler.sample_cascade(rng) for _ in range(samples)]
-    exhaustive = all(n <= 200_000 for n in sizes)
-    p = env(fam.sft[0]).support.profile
-    steps = {step for c in cascades for step in c.steps}
-    used_routings, used_skills = {r for r, _ in steps}, {s for _, s in steps}
-    missing = sorted(set(p.routings) - used_routings) + sorted(set(p.skills) - used_skills)
-    if missing:
-        raise RuntimeError(f"the SFT set of family {family!r}, profile {profile!r} misses modules {missing[:5]}: "
-                           "the protocol needs SFT to cover every atomic module")
-    others = {k: v for k, v in fam.evals.items() if k.startswith("ood_") and k != "ood_depth"}
-    if "beyond" in fam.rl:
-        others["rl_beyond"] = fam.rl["beyond"]
-    for name, preset in others.items():
-        other = env(preset).support
-        shared = next((c for c in cascades if other.contains(c)), None)
-        if shared is not None:
-            raise RuntimeError(f"the SFT set and {name} ({preset}) share the cascade {shared.key()}")
-    return {
-        "family": family,
-        "sft_cascades_checked": len(cascades),
-        "exhaustive": exhaustive,
-        "sft_covers_every_skill_and_routing": True,
-        "sft_covers_every_routing_skill_step": not ({(r, s) for r in p.routings for s in p.skills} - steps),
-        "sft_disjoint_from": sorted(others),
-    }

@@ -116,10 +116,12 @@ def test_bc_settings_have_one_home_with_named_presets():
         bc_config("tiny", epoch=3)
     # The demo, the reproduction and the tests read their BC budgets from here.
     from composition_gym.agents.settings import DEMO_BUDGETS
-    from composition_gym.benchmarks.experiment.protocol import BUDGETS
+    from composition_gym.benchmarks.experiment.protocol import PRESETS
 
     assert DEMO_BUDGETS["full"].bc == BC_PRESETS["demo"] and DEMO_BUDGETS["quick"].bc == BC_PRESETS["tiny"]
-    assert BUDGETS["small"]["default"].sft_epochs == BC_PRESETS["reproduce"].epochs
+    default = PRESETS["small"]["default"]
+    assert (default.cell.sft_episodes, default.budget.sft_epochs) == (BC_PRESETS["reproduce"].episodes,
+                                                                      BC_PRESETS["reproduce"].epochs)
     assert BC_TEST == BC_PRESETS["default"].replace(eval_episodes=400)
 
 

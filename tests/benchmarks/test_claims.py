@@ -12,7 +12,9 @@ from composition_gym.benchmarks.experiment.report import figure, markdown
 
 
 def _runs(table: dict[str, list[dict[str, float]]]) -> list[dict]:
-    return [{"seed": seed, "condition": cond, "success": succ}
+    """Run records with greedy success only (the other measures not reported)."""
+    return [{"seed": seed, "condition": cond,
+             "metrics": {e: {"greedy": v, "sampled": None, "pass_at_k": None, "all_steps": None} for e, v in succ.items()}}
             for cond, per_seed in table.items() for seed, succ in enumerate(per_seed)]
 
 
@@ -70,35 +72,57 @@ def test_gains_are_paired_by_seed():
     assert g["ood_depth"]["mean"] == pytest.approx((0.35 + 0.41 + 0.36) / 3)
 
 
-def test_env_id_and_bad_profile():
-    assert claims.env_id("OOD-Depth-L4", "paper") == "composition_gym/Paper-OOD-Depth-L4-v0"
-    with pytest.raises(ValueError, match="unknown profile"):
-        claims.env_id("Compose-L3", "huge")
+def test_premise_checks_small_profile_are_exhaustive():
+    from composition_gym.benchmarks.experiment.cells import Cell
+    from composition_gym.benchmarks.experiment.protocol import premise_checks
 
-
-def test_support_checks_small_profile_is_exhaustive():
-    checks = claims.support_checks("small")
+    checks = premise_checks(Cell(), "small")
     assert checks["exhaustive"] and checks["sft_cascades_checked"] > 1000
-    assert checks["sft_covers_every_routing_skill_step"] and checks["sft_disjoint_from"] == ["ood_unseen", "rl_beyond"]
+    assert checks["sft_covers_every_routing_skill_step"]
+    assert checks["sft_disjoint_from"] == ["ood_unseen", "ood_unseen_l4", "ood_unseen_l5"]
+    assert checks["beyond_share_outside_sft"] == 1.0  # the L=3 RL split shares nothing with SFT
+    # The L=4 target mixes in depth-1 problems (atomic: every split's by design) so that RL forgets nothing.
+    assert 0.85 < premise_checks(Cell(rl_target="L4"), "small")["beyond_share_outside_sft"] < 0.95
 
 
 @pytest.mark.parametrize("exposure", [0.0, 0.05])
-def test_support_checks_routing_skill_family(exposure):
-    checks = claims.support_checks("small", "routing_skill", exposure=exposure)
-    assert checks["sft_covers_every_skill_and_routing"] and checks["sft_disjoint_from"] == ["ood_rs"]
+def test_premise_checks_routing_skill_family(exposure):
+    from composition_gym.benchmarks.experiment.cells import Cell
+    from composition_gym.benchmarks.experiment.protocol import premise_checks
+
+    checks = premise_checks(Cell(family="routing_skill", exposure=exposure), "small")
+    assert checks["sft_covers_every_skill_and_routing"] and checks["sft_disjoint_from"] == ["ood_rs", "ood_rs_l4"]
     # Held-out pairs are absent at exposure 0; exposure > 0 lets their exposable half in.
     assert checks["sft_covers_every_routing_skill_step"] == (exposure > 0)
+    assert checks["beyond_share_outside_sft"] is None  # no L=3 beyond set in this family
 
 
 def test_every_family_names_registered_presets_and_known_eval_keys():
     from composition_gym.registration import env_id
 
     for fam in claims.FAMILIES.values():
-        for preset in (*fam.sft, *fam.rl.values(), *fam.evals.values()):
+        sets = [fam.sft, *fam.rl.values(), *(p for p, _ in fam.beyond.values()), *(p for p, _ in fam.evals.values())]
+        for preset in sets:
             env_id(preset, "small", claims.VERSION)  # raises on an unknown preset
-        assert set(fam.evals) <= set(claims.EVAL_LABELS) and set(fam.exposure) <= {*fam.sft, *fam.evals.values()}
+        assert set(fam.evals) <= set(claims.EVAL_LABELS) and set(fam.exposure) <= set(sets)
+        assert set(fam.beyond) <= set(claims.RL_TARGETS)
     for cond in claims.CONDITIONS.values():
         assert (cond.trainer is None) == (cond.rl_set is None)
+
+
+def test_forgetting_and_leakage_tables():
+    runs = _runs({"sft": [_succ(0.8, 0.5, 0.20, 0.05, 0.9)] * 3,
+                  "rl_disjoint": [_succ(0.7, 0.5, 0.21, 0.30, 0.9)] * 3})
+    for run in runs:
+        run["leakage"] = {"ood_depth": {"sft": 0, "arm": 7 if run["condition"] == "rl_disjoint" else 0},
+                          "ood_unseen": {"sft": 0, "arm": 0}}
+    rows = {(r["condition"], r["set"]): r for r in claims.forgetting(runs, episodes=200)}
+    assert rows["rl_disjoint", "id"]["forgets"] and not rows["rl_disjoint", "ood_unseen"]["forgets"]
+    assert claims.leakage_table(runs)["rl_disjoint"]["ood_depth"] == {"sft": 0, "arm": 21}
+    text = markdown({"meta": {"date": "d", "commit": "c", "command": "x", "profile": "small", "budget_name": "b",
+                              "budget": {"eval_episodes": 200}, "seeds": [0, 1, 2], "workers": 1, "wall_time_s": 1.0},
+                     "runs": runs, **claims.statistics(runs, 200)})
+    assert "✗" in text and "| SFT + RL compound, beyond the SFT support | L=4, all splits | arm: 21 |" in text
 
 
 def _v2(cond: str, seed: int, greedy: float, pass_k: float) -> dict:
@@ -111,7 +135,7 @@ def test_measures_of_v2_records_and_pass_at_k_verdicts():
            [_v2("rl_compound", s, g, p) for s, (g, p) in enumerate([(0.52, 0.61), (0.55, 0.60), (0.50, 0.62)])]
     assert claims.run_scores(runs[0], "pass_at_k") == {"ood_rs": 0.60, "id": 0.60}
     assert claims.run_scores(runs[0], "all_steps") == {}  # not reported by the env: left out
-    assert claims.run_scores(RUNS[0], "sampled") == {}  # v0 records hold greedy success only
+    assert claims.run_scores(RUNS[0], "sampled") == {}  # not reported: left out
     with pytest.raises(ValueError, match="unknown measure"):
         claims.run_scores(runs[0], "best")
     greedy = claims.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200)
@@ -121,7 +145,7 @@ def test_measures_of_v2_records_and_pass_at_k_verdicts():
     stats = claims.statistics(runs, 200)
     rs = [v for v in stats["verdicts"] if v["metric"] == "ood_rs"]
     assert rs and rs[0]["verdict"] == "supported" and stats["verdicts_pass_at_k"][0]["measure"] == "pass_at_k"
-    # Comparisons on sets these runs lack (unseen L=3, L=4) are left out, not errors.
+    # Comparisons on sets (or conditions) these runs lack are left out, not errors.
     assert {v["metric"] for v in stats["verdicts"]} == {"ood_rs", "gain:ood_rs-id"}
 
 

@@ -60,6 +60,6 @@ def test_resolve_names():
 
 def test_make_without_namespace_is_gymnasiums_error():
     # Gymnasium looks names up in the default namespace only and offers no hook for a hint there
-    # (the README says so); resolve_env_id is the way to accept bare names.
+    # (docs/environment.md says so); resolve_env_id is the way to accept bare names.
     with pytest.raises(gym.error.NameNotFound):
         gym.make("Compose-L3-v0")
