@@ -25,7 +25,6 @@ import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import composition_gym
 from composition_gym import llm
 from composition_gym import tokens as T
 
@@ -182,5 +181,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    composition_gym.register_envs()
     main()
