@@ -90,11 +90,11 @@ def test_record_video_writes_an_episode(tmp_path):
     pytest.importorskip("moviepy", reason="RecordVideo needs moviepy: the optional extra [video]")
     from gymnasium.wrappers import RecordVideo
 
-    env = RecordVideo(gym.make(ID, render_mode="rgb_array"), video_folder=str(tmp_path), name_prefix="trace",
+    env = RecordVideo(gym.make(ID, render_mode="rgb_array"), video_folder=str(tmp_path / "videos"), name_prefix="trace",
                       episode_trigger=lambda episode: True, disable_logger=True)
     _play(env)
     env.close()
-    videos = sorted(tmp_path.glob("trace-episode-0.mp4"))
+    videos = sorted((tmp_path / "videos").glob("trace-episode-0.mp4"))
     assert videos and videos[0].stat().st_size > 1000
 
 
