@@ -36,7 +36,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
-from composition_gym.agents.settings import torch_threads
+from composition_gym.agents.settings import SB3_ALGOS, torch_threads
 from composition_gym.registration import resolve_env_ids
 from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
@@ -46,7 +46,7 @@ from composition_gym.agents.policy import (
 )
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 
-ALGOS = ("ppo", "maskable_ppo", "recurrent_ppo")
+ALGOS = SB3_ALGOS
 
 #: PPO settings for fine-tuning from behavior cloning (see the module docstring).
 FINETUNE_KWARGS: dict[str, Any] = dict(learning_rate=1e-5, n_steps=64, batch_size=256, n_epochs=2, gamma=1.0,

@@ -72,8 +72,8 @@ BC_PRESETS: dict[str, BCConfig] = {
 class DemoBudget(Config):
     """The budget of ``compgym demo``: BC settings, PPO environment steps, evaluation episodes per id."""
 
-    bc: BCConfig
-    """Behavior cloning."""
+    bc: BCConfig = BC_PRESETS["demo"]
+    """Behavior cloning (--bc.episodes, --bc.epochs, …)."""
     ppo_steps: int = bounded(20_000, ge=1)
     """MaskablePPO environment steps (tokens) after behavior cloning."""
     eval_episodes: int = bounded(200, ge=1)
@@ -104,6 +104,10 @@ def bc_config(settings: BCConfig | str | None = None, **overrides: Any) -> BCCon
     if not isinstance(settings, BCConfig):
         raise TypeError(f"settings must be a BCConfig, a preset name or None, got {type(settings).__name__}")
     return settings.replace(**overrides)
+
+
+#: The Stable-Baselines3 / sb3-contrib algorithms :func:`~composition_gym.agents.ppo.train_ppo` trains.
+SB3_ALGOS = ("ppo", "maskable_ppo", "recurrent_ppo")
 
 
 # ---------------------------------------------------------------------------- group-relative RL
@@ -280,5 +284,5 @@ def progress_kwargs() -> dict[str, Any]:
     return {"mininterval": 0.1 if tty else 30.0, "maxinterval": 10.0 if tty else 120.0}
 
 
-__all__ = ["ADVANTAGES", "BCConfig", "BC_PRESETS", "GRPOConfig", "LOSS_AGGREGATIONS", "PPOConfig", "PPO_PRESETS", "DEMO_BUDGETS", "DemoBudget", "bc_config", "check_device", "default_threads",
+__all__ = ["ADVANTAGES", "BCConfig", "BC_PRESETS", "GRPOConfig", "LOSS_AGGREGATIONS", "PPOConfig", "PPO_PRESETS", "SB3_ALGOS", "DEMO_BUDGETS", "DemoBudget", "bc_config", "check_device", "default_threads",
            "progress_kwargs", "resolve_threads", "torch_threads"]

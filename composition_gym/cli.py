@@ -21,6 +21,7 @@ import io
 import os
 import re
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -59,6 +60,12 @@ COMMANDS: dict[str, Command] = {
                     "print episodes: prompt, hidden cascade, reference trace"),
     "play": Command("composition_gym.cli:ShowConfig", "composition_gym.cli:run_play",
                     "type a trace yourself and see the reward"),
+    "train": Command("composition_gym.agents.cli:TrainConfig", "composition_gym.agents.cli:run_train",
+                     "behavior cloning, then SB3 PPO/MaskablePPO (saves a .zip) or group-relative RL (saves a .pt)"),
+    "eval": Command("composition_gym.agents.cli:EvalConfig", "composition_gym.agents.cli:run_eval",
+                    "evaluate a saved model on an ID / OOD suite"),
+    "demo": Command("composition_gym.agents.cli:DemoConfig", "composition_gym.agents.cli:run_demo",
+                    "BC -> MaskablePPO on the small profile, ID/OOD table (time: docs/results/demo.md)"),
     "reproduce": Command("composition_gym.benchmarks.experiment.reproduce:ReproduceConfig",
                          "composition_gym.benchmarks.experiment.reproduce:run",
                          "reproduce the paper's claims: SFT then RL arms, several seeds, paired verdicts; resumable"),
@@ -72,10 +79,6 @@ COMMANDS: dict[str, Command] = {
 #: as strings so that building the parser imports nothing heavy; a module that is not installed
 #: is skipped.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("composition_gym.agents.cli:register", "behavior cloning then PPO; saves an SB3 .zip"),
-    "eval": ("composition_gym.agents.cli:register", "evaluate a saved model on an ID / OOD suite"),
-    "demo": ("composition_gym.agents.cli:register",
-             "BC -> PPO on the small profile, ID/OOD table (447 s measured on 2 shared CPU cores)"),
     "diagnose": ("composition_gym.agents.diagnostics.cli:register", "diagnose a trained model's failures"),
     "bench": ("composition_gym.benchmarks.cli:register",
               "throughput: env vs CartPole, vector env, PPO and BC, peak memory"),
@@ -321,8 +324,13 @@ def parse_config(cls: type, argv: Sequence[str], prog: str) -> Any:
     presets = getattr(cls, "PRESET_FIELDS", ())
     if presets:
         pre = argparse.ArgumentParser(add_help=False)
+        hints = typing.get_type_hints(cls)
         for name in presets:
-            pre.add_argument(f"--{name.replace('_', '-')}", dest=name)
+            flag = f"--{name.replace('_', '-')}"
+            if hints.get(name) is bool:
+                pre.add_argument(flag, dest=name, action="store_true", default=None)
+            else:
+                pre.add_argument(flag, dest=name)
         known, _ = pre.parse_known_args(argv)
         default = cls.from_presets(**{n: getattr(known, n) for n in presets if getattr(known, n) is not None})
     captured = io.StringIO()

@@ -110,7 +110,7 @@ class Comparison:
 
 
 #: The environments' version the protocol uses (v1: identifiable problems, depth-mixed SFT sets).
-VERSION = "v1"
+ENV_VERSION = "v1"
 #: Trace formats the protocol trains with (``answer`` writes no intermediates to learn modules from).
 TRAIN_TRACE_FORMATS = ("values", "tagged")
 #: What the beyond arm trains on (:attr:`~.cells.Cell.rl_target`): compositions of the RL split at

@@ -33,7 +33,7 @@ from composition_gym.agents.settings import BC_PRESETS, PPO_PRESETS, BCConfig, G
 from composition_gym.benchmarks.engine.backends import RunContext, RunSpec
 from composition_gym.benchmarks.engine.store import run_key
 from composition_gym.benchmarks.experiment.cells import Cell, family_ids
-from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES, VERSION
+from composition_gym.benchmarks.experiment.claims import CONDITIONS, ENV_VERSION, FAMILIES
 from composition_gym.config import Config, bounded
 
 SFT_FN = "composition_gym.benchmarks.experiment.protocol:sft_run"
@@ -174,7 +174,7 @@ def arm_trainer_config(cond: str, cell: Cell, budget: Budget) -> dict[str, Any]:
 
 
 def cell_specs(cell: Cell, seeds_: Sequence[int], budget: Budget, conditions: Sequence[str], *, profile: str = "small",
-               version: str = VERSION, device: str = "cpu") -> list[RunSpec]:
+               version: str = ENV_VERSION, device: str = "cpu") -> list[RunSpec]:
     """The runs of one cell: an SFT run per seed and, after it, one run per other condition.
 
     Conditions that have no training set in the cell (see :func:`applies`) are left out.
@@ -391,7 +391,7 @@ def _first_fail(episodes: Sequence[Any]) -> dict[str, float]:
     return {k: v / max(len(episodes), 1) for k, v in sorted(counts.items())}
 
 
-def premise_checks(cell: Cell, profile: str, version: str = VERSION, samples: int = 20_000) -> dict[str, Any]:
+def premise_checks(cell: Cell, profile: str, version: str = ENV_VERSION, samples: int = 20_000) -> dict[str, Any]:
     """Check the protocol's premises for ``cell``; return what was checked.
 
     The SFT set must contain every skill and every routing mechanism (SFT "covers every atomic

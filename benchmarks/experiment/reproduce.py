@@ -96,7 +96,7 @@ def budget_name(cfg: RunOptions, preset: protocol.Preset, budget: Budget, cell: 
 
 
 def reproduce(cfg: ReproduceConfig | None = None, *, command: str | None = None,
-              version: str = claims.VERSION) -> dict[str, Any]:
+              version: str = claims.ENV_VERSION) -> dict[str, Any]:
     """Run (or resume) the protocol in one cell and write ``reproduce.{json,md,png}``; return the document.
 
     Args:

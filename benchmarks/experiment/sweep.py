@@ -112,7 +112,7 @@ def cell_table(cell: Cell, records: Sequence[Mapping], episodes: int, arms: Sequ
 
 
 def run_sweep(cfg: SweepConfig | None = None, *, command: str | None = None,
-              version: str = claims.VERSION) -> dict[str, Any]:
+              version: str = claims.ENV_VERSION) -> dict[str, Any]:
     """Run (or resume) the sweep and write ``sweep.{json,md,png}``; return the document.
 
     Args:

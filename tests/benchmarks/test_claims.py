@@ -103,7 +103,7 @@ def test_every_family_names_registered_presets_and_known_eval_keys():
     for fam in claims.FAMILIES.values():
         sets = [fam.sft, *fam.rl.values(), *(p for p, _ in fam.beyond.values()), *(p for p, _ in fam.evals.values())]
         for preset in sets:
-            env_id(preset, "small", claims.VERSION)  # raises on an unknown preset
+            env_id(preset, "small", claims.ENV_VERSION)  # raises on an unknown preset
         assert set(fam.evals) <= set(claims.EVAL_LABELS) and set(fam.exposure) <= set(sets)
         assert set(fam.beyond) <= set(claims.RL_TARGETS)
     for cond in claims.CONDITIONS.values():

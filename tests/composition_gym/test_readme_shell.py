@@ -41,9 +41,9 @@ SKIPPED = {
 #: and episode counts shrink; ids, flags and file names stay as printed.
 SUBSTITUTIONS = [
     ("--bc-preset demo", "--bc-preset tiny"),
-    ("--ppo-steps 20000", "--ppo-steps 64 --n-envs 2 --eval-freq 64 --eval-episodes 1"),
+    ("--ppo-steps 20000", "--ppo-steps 64 --ppo.n-envs 2 --eval-freq 64 --eval-episodes 1"),
     ("--episodes 200", "--episodes 2"),
-    ("--iterations 30", "--iterations 2 --problems 4 --group-size 4 --eval-every 0"),
+    ("--grpo.iterations 30", "--grpo.iterations 2 --grpo.problems-per-iter 4 --grpo.group-size 4 --eval-every 0"),
     ("--episodes 100 --json diag.json", "--episodes 20 --probe-episodes 60 --probe-test-episodes 20 "
                                         "--attention-episodes 20 --json diag.json"),
     ("--conf-file hyperparams/ppo.yml", f"--conf-file {ROOT / 'hyperparams' / 'ppo.yml'} -n 64 "
