@@ -218,7 +218,7 @@ def load_agent(path: str, device: str = "cpu") -> Any:
     path = os.fspath(path)
     check_device(device)
     if path == "pretrained" or path.startswith("pretrained:"):
-        from composition_gym.agents.pretrained import pretrained
+        from composition_gym.agents.checkpoints import pretrained
 
         return pretrained(path.partition(":")[2] or "small", device=device)
     if path.endswith(".zip"):

@@ -95,7 +95,8 @@ def _check_profile(agent: Any, venv: Any, env_id: str) -> None:
     unseen = {k: sorted(set(need[k]) - set(trained[k])) for k in ("skills", "routings", "alphabet")}
     unseen = {k: v for k, v in unseen.items() if v}
     if unseen:
-        what = "; ".join(f"{k} {''.join(v) if k == 'alphabet' else v}" for k, v in unseen.items())
+        what = "; ".join(f"{len(v)} {k[:-1] if k != 'alphabet' else 'letter'}(s): {', '.join(v[:4])}"
+                         + (", ..." if len(v) > 4 else "") for k, v in unseen.items())
         raise ValueError(f"the model was trained on profile {trained['profile']!r} but {short_name(env_id)} is profile "
                          f"{profile.name!r}, with modules and letters it never saw ({what}): evaluate it on "
                          f"its own profile's ids")

@@ -43,7 +43,7 @@ import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
 from composition_gym.agents.resume import Interrupts, fingerprint, say, weights_digest
-from composition_gym.agents.settings import check_device, progress_bar, torch_threads
+from composition_gym.agents.settings import SB3_ALGOS, check_device, progress_bar, torch_threads
 from composition_gym.atomic import atomic_write
 from composition_gym.registration import resolve_env_ids
 from composition_gym.agents.policy import (
@@ -54,7 +54,7 @@ from composition_gym.agents.policy import (
 )
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 
-ALGOS = ("ppo", "maskable_ppo", "recurrent_ppo")
+ALGOS = SB3_ALGOS
 
 #: PPO settings for fine-tuning from behavior cloning (see the module docstring).
 FINETUNE_KWARGS: dict[str, Any] = dict(learning_rate=1e-5, n_steps=64, batch_size=256, n_epochs=2, gamma=1.0,

@@ -333,7 +333,7 @@ def _bench_lm():
     """The model both sides of the RL row train: the shipped checkpoint when present, else a seeded init."""
     import torch
 
-    from composition_gym.agents.pretrained import available, pretrained
+    from composition_gym.agents.checkpoints import available, pretrained
     from composition_gym.agents.transformer import TransformerLM
 
     torch.manual_seed(0)
