@@ -205,3 +205,28 @@ def test_atomic_write_keeps_the_old_file_when_a_writer_fails(tmp_path):
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.zip"]
     atomic_write(path, lambda tmp: Path(tmp).write_text("new"))  # a writer given a path with the suffix
     assert path.read_text() == "new" and oct(path.stat().st_mode & 0o777) != "0o600"
+
+
+@pytest.mark.slow
+def test_compgym_train_terminated_then_run_again_resumes(tmp_path):
+    """``compgym train`` (BC -> MaskablePPO) stopped with SIGTERM: the same command resumes its run."""
+    tb = tmp_path / "tb"
+    cmd = [str(Path(sys.executable).parent / "compgym"), "train", "--bc.episodes", "256", "--bc.epochs", "20",
+           "--bc.batch-size", "16", "--bc.eval-episodes", "4", "--bc.checkpoint-every", "20", "--ppo-steps", "512",
+           "--ppo.n-envs", "4", "--ppo.n-steps", "32", "--eval-episodes", "1", "--tensorboard", str(tb), "--out",
+           str(tmp_path / "m.zip"), "--no-progress", "--threads", "1"]
+    with open(tmp_path / "err.txt", "w") as err:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=err)
+    checkpoint = tb / "bc_maskable_ppo_1" / bc_module.CHECKPOINT
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 130
+    text = (tmp_path / "err.txt").read_text()
+    assert "BC interrupted (SIGTERM): checkpoint at gradient step" in text and "compgym train: interrupted" in text
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming bc_maskable_ppo run in {tb / 'bc_maskable_ppo_1'}" in again.stderr
+    assert "resuming BC from gradient step" in again.stderr and (tmp_path / "m.zip").exists()
+    assert sorted(p.name for p in tb.iterdir()) == ["bc_maskable_ppo_1"]
