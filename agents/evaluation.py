@@ -34,6 +34,7 @@ import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import LMAgent, as_agent
 from composition_gym.agents.sampling import AgentChooser, LMChooser, Played, make_vec, play
 from composition_gym.agents.settings import check_device, torch_threads
+from composition_gym.atomic import atomic_write
 from composition_gym.registration import resolve_env_ids, short_name
 
 
@@ -296,9 +297,8 @@ class EvalReport:
         }
 
     def save_json(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_dict` to ``path``."""
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
+        """Write :meth:`to_dict` to ``path`` (atomically: a killed write leaves the old file)."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=1))
 
     def table(self, title: str | None = None) -> str:
         """Tables rendered by ``rich``: metrics by env id (with the headroom pass@k - greedy when

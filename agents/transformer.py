@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from composition_gym.agents.kv_cache import KVCache
+from composition_gym.atomic import atomic_write
 from composition_gym.tokens import LETTER_IDS, PAD_ID, SEP_ID, STEP_ID, VOCAB_SIZE
 
 LETTER_FIRST, LETTER_LAST = LETTER_IDS["a"], LETTER_IDS["z"]
@@ -439,7 +440,7 @@ class TransformerLM(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
-        """Write the config and weights to ``path`` (a ``torch.save`` file)."""
+        """Write the config and weights to ``path`` (a ``torch.save`` file, written atomically)."""
         payload = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
@@ -448,7 +449,8 @@ class TransformerLM(nn.Module):
             # What training showed it (profile, skills, letters): evaluation refuses envs beyond it.
             "trained_on": getattr(self, "trained_on", None),
         }
-        torch.save(payload, os.fspath(path))
+        # Atomic: a run killed mid-save leaves the previous checkpoint, never half of one.
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TransformerLM:
