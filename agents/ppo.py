@@ -119,7 +119,8 @@ def train_ppo(
         total_timesteps: environment steps (tokens) to train for.
         algo: ``"ppo"``, ``"maskable_ppo"`` or ``"recurrent_ppo"``.
         seed: seeds the model and the envs.
-        tensorboard_log: root directory; the run goes to ``<root>/<algo>_<k>``.
+        tensorboard_log: root directory; the run goes to a new ``<root>/<algo>_<k>``, or to the
+            newest unfinished run of the same settings there (interrupted: it resumes).
         run_dir: exact run directory instead (what :func:`bc_then_ppo` uses to share one run).
         eval_env_ids: named sets of ids for :class:`CompositionEvalCallback` (``None``: no eval).
         eval_freq, eval_episodes: the callback's period (env steps) and episodes per id.
@@ -172,19 +173,24 @@ def train_ppo(
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an integer >= 1 (rollouts), got {checkpoint_every!r}")
     checkpoint = None
+    key = fingerprint(env=resolve_env_ids(env_id), algo=algo, seed=seed, n_envs=n_envs, steps=total_timesteps,
+                      kwargs={k: v for k, v in kwargs.items() if k != "device"}, device=str(model.device),
+                      start=None if lm is None else weights_digest(lm))
+    if run_dir is None and tensorboard_log is not None:
+        run_dir = _unfinished_run(tensorboard_log, algo, key, PPO_MARKER) if resume else None
+        if run_dir is not None:
+            say(f"resuming {algo} run in {run_dir}")
+        else:
+            run_dir = next_run_dir(tensorboard_log, algo)
     if run_dir is not None:
-        key = fingerprint(env=resolve_env_ids(env_id), algo=algo, seed=seed, n_envs=n_envs, steps=total_timesteps,
-                          kwargs={k: v for k, v in kwargs.items() if k != "device"},
-                          device=str(model.device), start=None if lm is None else weights_digest(lm))
+        _mark(run_dir, PPO_MARKER, key, finished=False)
         checkpoint = PPOCheckpoint(os.path.join(run_dir, PPO_CHECKPOINT), key, total_timesteps, checkpoint_every)
         if resume and checkpoint.load_into(model):
             if checkpoint.finished:
                 say(f"PPO already finished in {run_dir} ({model.num_timesteps} steps): returning its model")
+                _mark(run_dir, PPO_MARKER, key, finished=True)
                 return model
             say(f"resuming PPO from step {model.num_timesteps} of {total_timesteps} in {run_dir}")
-    if run_dir is None and tensorboard_log is not None:
-        run_dir = next_run_dir(tensorboard_log, algo)
-    if run_dir is not None:
         # Our own logger, so that BC, PPO and eval scalars can share one run directory.
         model.set_logger(configure(run_dir, ["tensorboard"] + (["stdout"] if verbose else [])))
     callbacks: list[BaseCallback] = [c for c in (checkpoint,) if c is not None]
@@ -208,6 +214,7 @@ def train_ppo(
         raise
     if checkpoint is not None:
         checkpoint.write_final(model)
+        _mark(run_dir, PPO_MARKER, key, finished=True)
     return model
 
 
@@ -375,35 +382,42 @@ def bc_then_ppo(
                       ppo={k: v for k, v in ppo_kwargs.items() if k not in quiet})
     name = f"bc_{algo}"
     if run_dir is None and tensorboard_log is not None:
-        run_dir = _unfinished_run(tensorboard_log, name, key)
+        run_dir = _unfinished_run(tensorboard_log, name, key, RUN_MARKER)
         if run_dir is not None:
             say(f"resuming {name} run in {run_dir}")
         else:
             run_dir = next_run_dir(tensorboard_log, name)
     if run_dir is not None:
-        atomic_write(os.path.join(run_dir, RUN_MARKER), json.dumps({"fingerprint": key, "finished": False}))
+        _mark(run_dir, RUN_MARKER, key, finished=False)
     lm, _ = behavior_cloning(env_id, bc_episodes, seed=seed, run_dir=run_dir, progress=progress, **bc_kwargs)
     model = train_ppo(rl_env_id or env_id, lm, ppo_steps, algo=algo, seed=seed, run_dir=run_dir,
                       eval_env_ids=eval_env_ids, progress=progress, **ppo_kwargs)
     if run_dir is not None:
-        atomic_write(os.path.join(run_dir, RUN_MARKER), json.dumps({"fingerprint": key, "finished": True}))
+        _mark(run_dir, RUN_MARKER, key, finished=True)
     return model, lm
 
 
-#: What :func:`bc_then_ppo` writes in its run directory: the run's fingerprint, and whether it finished.
+#: What :func:`bc_then_ppo` and :func:`train_ppo` write in their run directory: the run's
+#: fingerprint, and whether it finished (a call of the same settings under the same root picks up
+#: an unfinished one).
 RUN_MARKER = "bc_then_ppo.json"
+PPO_MARKER = "ppo_run.json"
 
 
-def _unfinished_run(root: str, name: str, key: str) -> str | None:
-    """The newest ``root/name_k`` that an unfinished :func:`bc_then_ppo` call of ``key`` left."""
+def _mark(run_dir: str, marker: str, key: str, *, finished: bool) -> None:
+    atomic_write(os.path.join(run_dir, marker), json.dumps({"fingerprint": key, "finished": finished}))
+
+
+def _unfinished_run(root: str, name: str, key: str, marker: str) -> str | None:
+    """The newest ``root/name_k`` that an unfinished run of fingerprint ``key`` left."""
     found = []
     if os.path.isdir(root):
         for entry in os.listdir(root):
             head, _, k = entry.rpartition("_")
-            marker = os.path.join(root, entry, RUN_MARKER)
-            if head == name and k.isdigit() and os.path.isfile(marker):
+            path = os.path.join(root, entry, marker)
+            if head == name and k.isdigit() and os.path.isfile(path):
                 try:
-                    with open(marker) as f:
+                    with open(path) as f:
                         doc = json.load(f)
                 except (OSError, ValueError):
                     continue

@@ -144,6 +144,27 @@ def test_ppo_resumes_bit_identically(tmp_path, monkeypatch, capsys, small_lm):
         train_ppo(RL_ENV, small_lm, 640, run_dir=str(tmp_path), **{**PPO, "seed": 2})
 
 
+def test_ppo_under_a_tensorboard_root_picks_up_its_unfinished_run(tmp_path, monkeypatch, capsys, small_lm):
+    root = tmp_path / "tb"
+    with monkeypatch.context() as m:
+        step = ppo_module.PPOCheckpoint._on_step
+
+        def interrupt(self):
+            if self.num_timesteps == 200:
+                os.kill(os.getpid(), signal.SIGTERM)
+            return step(self)
+
+        m.setattr(ppo_module.PPOCheckpoint, "_on_step", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            train_ppo(RL_ENV, small_lm, 384, tensorboard_log=str(root), **PPO)
+    assert "PPO interrupted (SIGTERM): checkpoint at step 128 of 384" in capsys.readouterr().err
+    train_ppo(RL_ENV, small_lm, 384, tensorboard_log=str(root), **PPO)
+    err = capsys.readouterr().err
+    assert f"resuming maskable_ppo run in {root / 'maskable_ppo_1'}" in err and "resuming PPO from step 128" in err
+    train_ppo(RL_ENV, small_lm, 384, tensorboard_log=str(root), **PPO)  # finished: a new run
+    assert sorted(p.name for p in root.iterdir()) == ["maskable_ppo_1", "maskable_ppo_2"]
+
+
 @pytest.mark.parametrize("stage", ["bc", "ppo"])
 def test_bc_then_ppo_resumes_the_stage_that_was_running(tmp_path, monkeypatch, capsys, stage):
     kwargs = dict(bc_episodes=128, ppo_steps=256, rl_env_id=RL_ENV, seed=0, progress=False, threads=1, n_envs=4,
