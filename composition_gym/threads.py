@@ -4,8 +4,8 @@
 enclosing :func:`torch_threads` block, ``COMPGYM_THREADS``, the caller's default (the run engine
 passes 1), and :func:`default_threads`' rule (2 threads when two cores are idle, else 1).
 :func:`torch_threads` applies it to a block and restores the caller's count after; every entry
-point that runs torch (``evaluate``, ``behavior_cloning``, ``train_ppo``, ``train_grpo``,
-``diagnose``) wraps its work in it, and :func:`thread_scope` does the same for the run engine's
+point that runs torch (``evaluate``, ``behavior_cloning``, ``train_ppo``, ``diagnose``) wraps
+its work in it, and :func:`thread_scope` does the same for the run engine's
 runs without importing torch (a worker imports it only if its run does).  Re-exported by
 :mod:`composition_gym.agents.settings`.
 """
@@ -87,8 +87,7 @@ def resolve_threads(threads: int | None = None, *, default: int | None = None) -
 def torch_threads(threads: int | None = None, *, default: int | None = None) -> Iterator[int]:
     """Run a block with ``resolve_threads(threads, default=default)`` torch threads; the caller's
     count comes back after.  Every entry point that runs torch (``evaluate``,
-    ``behavior_cloning``, ``train_ppo``, ``train_grpo``, ``diagnose``, the run engine's workers)
-    wraps its work in this block."""
+    ``behavior_cloning``, ``train_ppo``, ``diagnose``) wraps its work in this block."""
     import torch  # here, so that importing the settings stays cheap for the CLI
 
     n = resolve_threads(threads, default=default)
