@@ -10,6 +10,11 @@ target at each position is the expert's token for that prefix instead of the nex
 Logged to TensorBoard under ``bc/`` against the gradient step: ``loss``, ``lr``, and every
 ``eval_every`` steps ``heldout_token_acc``, ``heldout_success``, ``heldout_success/<short id>``;
 ``dagger_*`` after each DAgger round.
+
+A run with a ``run_dir`` checkpoints and resumes bit-identically (:func:`behavior_cloning`): the
+fit's optimizer, schedule, batch order and random state are part of it, which is why this one
+algorithm runs past 400 lines; what it shares with PPO (signals, fingerprints, loading) is
+:mod:`composition_gym.agents.resume`.
 """
 
 from __future__ import annotations
@@ -28,8 +33,9 @@ import torch.nn.functional as F
 
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import LMAgent
-from composition_gym.agents.evaluation import evaluate, merge_profiles, profile_summary, rollout
-from composition_gym.agents.resume import Interrupts, fingerprint, say, weights_digest
+from composition_gym.agents.coverage import merge_profiles, trained_on
+from composition_gym.agents.evaluation import evaluate, rollout
+from composition_gym.agents.resume import Interrupts, fingerprint, load_checkpoint, say, weights_digest
 from composition_gym.agents.sampling import make_vec, play
 from composition_gym.agents.settings import BC_PRESETS, BCConfig, bc_config, check_device, progress_bar, torch_threads
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
@@ -349,7 +355,7 @@ def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfi
     if lm is None:
         lm = TransformerLM(config or DEFAULT_CONFIG)  # built on the CPU: the same init on every device
     lm = lm.to(device)
-    ck = _load_checkpoint(path, key) if path and resume else None
+    ck = load_checkpoint(path, key, "BC") if path and resume else None
     if ck is not None:
         lm.load_state_dict(ck["lm"])
         if ck["done"]:
@@ -369,7 +375,8 @@ def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfi
 
     data = expert_sequences(ids, cfg.episodes, seed)
     heldout = expert_sequences(ids, min(cfg.eval_episodes, 500), seed + HELDOUT_SEED_OFFSET) if cfg.eval_episodes else None
-    lm.trained_on = trained_on(ids)
+    # What the model has seen: a model fine-tuned here keeps what it saw before.
+    lm.trained_on = merge_profiles([s for s in (getattr(lm, "trained_on", None), trained_on(ids)) if s])
 
     def heldout_eval(step: int) -> dict[str, float]:
         """Held-out token accuracy and greedy success, logged at gradient step ``step``."""
@@ -449,17 +456,6 @@ def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfi
     return lm, stats
 
 
-def trained_on(ids: Sequence[str]) -> dict[str, Any]:
-    """What a model trained on ``ids`` has seen (profile, skills, routings, letters): stored with
-    the model, so that evaluation refuses envs beyond it."""
-    summaries = []
-    for e in ids:
-        venv = make_vec(e, 1)
-        summaries.append(profile_summary(venv.profile))
-        venv.close()
-    return merge_profiles(summaries)
-
-
 #: The checkpoint :func:`behavior_cloning` keeps in its ``run_dir``.
 CHECKPOINT = "bc_checkpoint.pt"
 
@@ -468,21 +464,6 @@ def _global_step(ck: dict[str, Any] | None) -> int:
     if ck is None:
         return 0
     return int(ck["step0"]) + int((ck["fit"] or {}).get("step", 0))
-
-
-def _load_checkpoint(path: str, key: str) -> dict[str, Any] | None:
-    """The checkpoint at ``path`` if there is one; ``ValueError`` when another run wrote it."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)  # data, never code
-    except Exception as err:  # noqa: BLE001 (torch raises many types for a damaged file)
-        raise ValueError(f"{path} is not a readable BC checkpoint ({type(err).__name__}); delete it or pass "
-                         "resume=False") from None
-    if not isinstance(ck, dict) or ck.get("fingerprint") != key:
-        raise ValueError(f"{path} was written by another BC run (other env ids, settings, seed or starting "
-                         "weights); use another run_dir, or resume=False to overwrite it")
-    return ck
 
 
 __all__ = ["BCConfig", "BC_PRESETS", "CHECKPOINT", "DEFAULT_CONFIG", "Sequences", "behavior_cloning", "dagger_sequences", "expert_sequences", "token_accuracy"]

@@ -32,6 +32,7 @@ import torch
 
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import LMAgent, as_agent
+from composition_gym.agents.coverage import check_profile
 from composition_gym.agents.sampling import AgentChooser, LMChooser, Played, make_vec, play
 from composition_gym.agents.settings import check_device, torch_threads
 from composition_gym.atomic import atomic_write
@@ -68,39 +69,6 @@ def _check_spaces(agent: Any, venv: Any, env_id: str) -> None:
     if space is not None and getattr(space, "shape", None) != venv.single_observation_space.shape:
         raise ValueError(f"the agent's observation space {space} does not match {env_id}'s "
                          f"{venv.single_observation_space}: the model was trained on another profile or max_len")
-
-
-def profile_summary(profile: Any) -> dict[str, Any]:
-    """What a model trained on ``profile`` has seen: its name, skills, routings and letters
-    (stored with a :class:`TransformerLM` as ``trained_on`` by behavior cloning)."""
-    return {"profile": profile.name, "skills": sorted(profile.skills), "routings": sorted(profile.routings),
-            "alphabet": "".join(sorted(profile.alphabet))}
-
-
-def merge_profiles(summaries: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One summary covering several (a model trained on the ids of several profiles)."""
-    return {"profile": "+".join(dict.fromkeys(s["profile"] for s in summaries)),
-            "skills": sorted({k for s in summaries for k in s["skills"]}),
-            "routings": sorted({k for s in summaries for k in s["routings"]}),
-            "alphabet": "".join(sorted({c for s in summaries for c in s["alphabet"]}))}
-
-
-def _check_profile(agent: Any, venv: Any, env_id: str) -> None:
-    """Refuse a language model on an env whose modules or letters it never saw in training (a
-    small-profile model on ``Paper-`` ids scored 0 % without a word)."""
-    trained = getattr(getattr(agent, "lm", None), "trained_on", None)
-    profile = getattr(venv, "profile", None)
-    if not trained or profile is None:
-        return
-    need = profile_summary(profile)
-    unseen = {k: sorted(set(need[k]) - set(trained[k])) for k in ("skills", "routings", "alphabet")}
-    unseen = {k: v for k, v in unseen.items() if v}
-    if unseen:
-        what = "; ".join(f"{len(v)} {k[:-1] if k != 'alphabet' else 'letter'}(s): {', '.join(v[:4])}"
-                         + (", ..." if len(v) > 4 else "") for k, v in unseen.items())
-        raise ValueError(f"the model was trained on profile {trained['profile']!r} but {short_name(env_id)} is profile "
-                         f"{profile.name!r}, with modules and letters it never saw ({what}): evaluate it on "
-                         f"its own profile's ids")
 
 
 def _to_device(agent: Any, device: str) -> Any:
@@ -140,7 +108,7 @@ def rollout(agent: Any, env_id: str, seeds: Sequence[int], *, batch_size: int = 
     width = max(1, min(batch_size if stateless else 1, len(seeds)))
     venv = make_vec(env_id, width)
     _check_spaces(agent, venv, env_id)
-    _check_profile(agent, venv, env_id)
+    check_profile(agent, venv, env_id)
     out: list[Episode] = []
     for start in range(0, len(seeds), width):
         chunk = [int(s) for s in seeds[start:start + width]]
@@ -177,7 +145,7 @@ def sample_successes(lm: Any, env_id: str, seeds: Sequence[int], samples: int, t
     chooser = LMChooser(agent.lm, temperature, torch.Generator().manual_seed(seed), masked=agent.masked)
     per = max(1, batch_size // samples)  # problems per batch; each fills `samples` rows
     venv = make_vec(env_id, per * samples)
-    _check_profile(agent, venv, env_id)
+    check_profile(agent, venv, env_id)
     out = []
     for start in range(0, len(seeds), per):
         chunk = [int(s) for s in seeds[start:start + per]]
@@ -428,5 +396,4 @@ def paired_differences(before: EvalReport, after: EvalReport) -> dict[str, dict[
     return out
 
 
-__all__ = ["Episode", "EvalReport", "evaluate", "merge_profiles", "paired_differences", "profile_summary", "rollout",
-           "sample_successes"]
+__all__ = ["Episode", "EvalReport", "evaluate", "paired_differences", "rollout", "sample_successes"]

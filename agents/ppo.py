@@ -15,17 +15,12 @@ Fine-tuning defaults (used when an LM is given) keep PPO from undoing behavior c
 
 from __future__ import annotations
 
-import copy
-import json
 import os
-import pickle
-import random
 import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 import gymnasium as gym
-import numpy as np
 from sb3_contrib import MaskablePPO, RecurrentPPO
 from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
@@ -42,9 +37,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
-from composition_gym.agents.resume import Interrupts, fingerprint, say, weights_digest
-from composition_gym.agents.settings import SB3_ALGOS, check_device, progress_bar, torch_threads
-from composition_gym.atomic import atomic_write
+from composition_gym.agents.ppo_checkpoint import PPO_CHECKPOINT, PPOCheckpoint, ProgressBarCallback
+from composition_gym.agents.resume import Interrupts, fingerprint, mark_run, say, unfinished_run, weights_digest
+from composition_gym.agents.settings import SB3_ALGOS, check_device, torch_threads
 from composition_gym.registration import resolve_env_ids
 from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
@@ -177,18 +172,18 @@ def train_ppo(
                       kwargs={k: v for k, v in kwargs.items() if k != "device"}, device=str(model.device),
                       start=None if lm is None else weights_digest(lm))
     if run_dir is None and tensorboard_log is not None:
-        run_dir = _unfinished_run(tensorboard_log, algo, key, PPO_MARKER) if resume else None
+        run_dir = unfinished_run(tensorboard_log, algo, key, PPO_MARKER) if resume else None
         if run_dir is not None:
             say(f"resuming {algo} run in {run_dir}")
         else:
             run_dir = next_run_dir(tensorboard_log, algo)
     if run_dir is not None:
-        _mark(run_dir, PPO_MARKER, key, finished=False)
+        mark_run(run_dir, PPO_MARKER, key, finished=False)
         checkpoint = PPOCheckpoint(os.path.join(run_dir, PPO_CHECKPOINT), key, total_timesteps, checkpoint_every)
         if resume and checkpoint.load_into(model):
             if checkpoint.finished:
                 say(f"PPO already finished in {run_dir} ({model.num_timesteps} steps): returning its model")
-                _mark(run_dir, PPO_MARKER, key, finished=True)
+                mark_run(run_dir, PPO_MARKER, key, finished=True)
                 return model
             say(f"resuming PPO from step {model.num_timesteps} of {total_timesteps} in {run_dir}")
         # Our own logger, so that BC, PPO and eval scalars can share one run directory.
@@ -198,7 +193,7 @@ def train_ppo(
         callbacks.append(CompositionEvalCallback(eval_env_ids, eval_freq=eval_freq, episodes=eval_episodes, seed=seed,
                                                  verbose=verbose, at_start=model.num_timesteps == 0))
     if progress:
-        callbacks.append(_ProgressBar(total_timesteps, algo))
+        callbacks.append(ProgressBarCallback(total_timesteps, algo))
     resumed = model.num_timesteps > 0
     guard = Interrupts()  # SIGTERM too; no step is held back: the checkpoint is the last rollout's start
     try:
@@ -214,120 +209,8 @@ def train_ppo(
         raise
     if checkpoint is not None:
         checkpoint.write_final(model)
-        _mark(run_dir, PPO_MARKER, key, finished=True)
+        mark_run(run_dir, PPO_MARKER, key, finished=True)
     return model
-
-
-class _ProgressBar(BaseCallback):
-    """SB3's progress bar through :func:`~composition_gym.agents.settings.progress_bar` (a log gets
-    one line per change of the count, at most every 30 s, instead of a rich live display)."""
-
-    def __init__(self, total: int, desc: str):
-        super().__init__()
-        self.total, self.desc, self.bar = total, desc, None
-
-    def _on_training_start(self) -> None:
-        self.bar = progress_bar(total=self.total, initial=self.num_timesteps, desc=self.desc, unit="step")
-
-    def _on_step(self) -> bool:
-        self.bar.update(self.training_env.num_envs)
-        return True
-
-    def _on_training_end(self) -> None:
-        self.bar.close()
-
-
-#: The checkpoint :func:`train_ppo` keeps in its ``run_dir``.
-PPO_CHECKPOINT = "ppo_checkpoint.pt"
-
-
-class PPOCheckpoint(BaseCallback):
-    """Snapshots of an SB3 on-policy run at the start of each rollout, written every ``every``
-    rollouts, on an interrupt (:meth:`write_last`) and at the end (:meth:`write_final`).
-
-    A snapshot is everything the rest of the run depends on: the policy's weights and optimizer
-    state, the training envs (pickled: mid-episode state and random generators), the last
-    observation, the step counters, and the torch / numpy / Python random states (restored at the
-    first rollout of the resumed run, after SB3 and the evaluation callback have run their start
-    hooks).  The file is a full pickle (the envs are objects): load only run directories you wrote.
-    """
-
-    def __init__(self, path: str, key: str, total: int, every: int):
-        super().__init__()
-        self.path, self.key, self.total, self.every = path, key, total, every
-        self.snapshot: dict[str, Any] | None = None
-        self.saved_step: int | None = None
-        self.finished = False
-        self._rng: dict[str, Any] | None = None  # to restore at the first rollout of a resumed run
-        self._rollouts = 0
-
-    def load_into(self, model: BaseAlgorithm) -> bool:
-        """Restore ``model`` from the file if there is one (``ValueError`` if another run wrote it)."""
-        import torch
-
-        if not os.path.isfile(self.path):
-            return False
-        try:
-            snap = torch.load(self.path, map_location="cpu", weights_only=False)  # holds pickled envs
-        except Exception as err:  # noqa: BLE001 (a damaged file fails in many ways)
-            raise ValueError(f"{self.path} is not a readable PPO checkpoint ({type(err).__name__}); delete it or "
-                             "pass resume=False") from None
-        if not isinstance(snap, dict) or snap.get("key") != self.key:
-            raise ValueError(f"{self.path} was written by another PPO run (other ids, settings, seed or starting "
-                             "weights); use another run_dir, or resume=False to overwrite it")
-        model.policy.load_state_dict(snap["policy"])
-        model.policy.optimizer.load_state_dict(snap["optimizer"])
-        model.set_env(pickle.loads(snap["env"]), force_reset=False)
-        for name, value in snap["attributes"].items():
-            setattr(model, name, value)
-        self._rng, self.finished, self.saved_step = snap["rng"], snap["finished"], model.num_timesteps
-        return True
-
-    def _take(self, finished: bool = False) -> dict[str, Any]:
-        import torch
-
-        m = self.model
-        names = ["_last_obs", "_last_episode_starts", "num_timesteps", "_n_updates", "_episode_num"]
-        names += [n for n in ("_last_lstm_states",) if hasattr(m, n)]
-        return {"key": self.key, "finished": finished,
-                "policy": {k: v.detach().clone() for k, v in m.policy.state_dict().items()},
-                "optimizer": copy.deepcopy(m.policy.optimizer.state_dict()),
-                "env": pickle.dumps(m.get_env()),
-                "attributes": {n: copy.deepcopy(getattr(m, n)) for n in names},
-                "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}}
-
-    def _on_rollout_start(self) -> None:
-        import torch
-
-        if self._rng is not None:  # the resumed run's first rollout: the generators as the killed run had them
-            torch.set_rng_state(self._rng["torch"])
-            np.random.set_state(self._rng["numpy"])
-            random.setstate(self._rng["python"])
-            self._rng = None
-        self.snapshot = self._take()
-        self._rollouts += 1
-        if self._rollouts % self.every == 0:
-            self._write(self.snapshot)
-
-    def _on_step(self) -> bool:
-        return True
-
-    def _write(self, snap: dict[str, Any]) -> None:
-        import torch
-
-        atomic_write(self.path, lambda tmp: torch.save(snap, tmp))
-        self.saved_step = snap["attributes"]["num_timesteps"]
-
-    def write_last(self) -> bool:
-        """Write the snapshot of the last rollout start (after an interrupt); ``False`` if none was taken."""
-        if self.snapshot is not None:
-            self._write(self.snapshot)
-        return self.saved_step is not None
-
-    def write_final(self, model: BaseAlgorithm) -> None:
-        """Write the finished model: the same call returns it at once."""
-        self.model = model
-        self._write(self._take(finished=True))
 
 
 def bc_then_ppo(
@@ -382,48 +265,24 @@ def bc_then_ppo(
                       ppo={k: v for k, v in ppo_kwargs.items() if k not in quiet})
     name = f"bc_{algo}"
     if run_dir is None and tensorboard_log is not None:
-        run_dir = _unfinished_run(tensorboard_log, name, key, RUN_MARKER)
+        run_dir = unfinished_run(tensorboard_log, name, key, RUN_MARKER)
         if run_dir is not None:
             say(f"resuming {name} run in {run_dir}")
         else:
             run_dir = next_run_dir(tensorboard_log, name)
     if run_dir is not None:
-        _mark(run_dir, RUN_MARKER, key, finished=False)
+        mark_run(run_dir, RUN_MARKER, key, finished=False)
     lm, _ = behavior_cloning(env_id, bc_episodes, seed=seed, run_dir=run_dir, progress=progress, **bc_kwargs)
     model = train_ppo(rl_env_id or env_id, lm, ppo_steps, algo=algo, seed=seed, run_dir=run_dir,
                       eval_env_ids=eval_env_ids, progress=progress, **ppo_kwargs)
     if run_dir is not None:
-        _mark(run_dir, RUN_MARKER, key, finished=True)
+        mark_run(run_dir, RUN_MARKER, key, finished=True)
     return model, lm
 
 
-#: What :func:`bc_then_ppo` and :func:`train_ppo` write in their run directory: the run's
-#: fingerprint, and whether it finished (a call of the same settings under the same root picks up
-#: an unfinished one).
+#: What :func:`bc_then_ppo` and :func:`train_ppo` write in their run directory (:func:`mark_run`).
 RUN_MARKER = "bc_then_ppo.json"
 PPO_MARKER = "ppo_run.json"
-
-
-def _mark(run_dir: str, marker: str, key: str, *, finished: bool) -> None:
-    atomic_write(os.path.join(run_dir, marker), json.dumps({"fingerprint": key, "finished": finished}))
-
-
-def _unfinished_run(root: str, name: str, key: str, marker: str) -> str | None:
-    """The newest ``root/name_k`` that an unfinished run of fingerprint ``key`` left."""
-    found = []
-    if os.path.isdir(root):
-        for entry in os.listdir(root):
-            head, _, k = entry.rpartition("_")
-            path = os.path.join(root, entry, marker)
-            if head == name and k.isdigit() and os.path.isfile(path):
-                try:
-                    with open(path) as f:
-                        doc = json.load(f)
-                except (OSError, ValueError):
-                    continue
-                if doc.get("fingerprint") == key and not doc.get("finished"):
-                    found.append((int(k), os.path.join(root, entry)))
-    return max(found)[1] if found else None
 
 
 def load_model(path: str | os.PathLike, env_id: str | None = None, device: str = "cpu") -> BaseAlgorithm:

@@ -18,13 +18,14 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import os
 import signal
 import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["Interrupts", "fingerprint", "say", "weights_digest"]
+__all__ = ["Interrupts", "fingerprint", "load_checkpoint", "mark_run", "say", "unfinished_run", "weights_digest"]
 
 _SIGNALS = tuple(s for s in (getattr(signal, "SIGINT", None), getattr(signal, "SIGTERM", None)) if s is not None)
 
@@ -110,3 +111,48 @@ def weights_digest(module: Any) -> str:
 def say(message: str) -> None:
     """A status line on stderr (where the progress bars are, so stdout stays the results)."""
     print(message, file=sys.stderr, flush=True)
+
+
+def mark_run(run_dir: str, marker: str, key: str, *, finished: bool) -> None:
+    """Write ``run_dir/marker``: the run's fingerprint ``key`` and whether it finished (atomically)."""
+    from composition_gym.atomic import atomic_write
+
+    atomic_write(os.path.join(run_dir, marker), json.dumps({"fingerprint": key, "finished": finished}))
+
+
+def unfinished_run(root: str, name: str, key: str, marker: str) -> str | None:
+    """The newest ``root/name_k`` whose ``marker`` (:func:`mark_run`) says an unfinished run of
+    fingerprint ``key`` left it; ``None`` if there is none."""
+    found = []
+    if os.path.isdir(root):
+        for entry in os.listdir(root):
+            head, _, k = entry.rpartition("_")
+            path = os.path.join(root, entry, marker)
+            if head == name and k.isdigit() and os.path.isfile(path):
+                try:
+                    with open(path) as f:
+                        doc = json.load(f)
+                except (OSError, ValueError):
+                    continue
+                if doc.get("fingerprint") == key and not doc.get("finished"):
+                    found.append((int(k), os.path.join(root, entry)))
+    return max(found)[1] if found else None
+
+
+def load_checkpoint(path: str, key: str, what: str, *, weights_only: bool = True) -> dict[str, Any] | None:
+    """The checkpoint dict at ``path`` (``None`` if there is none), refused with one line when it is
+    damaged or another run (fingerprint other than ``key``) wrote it.  ``weights_only=False`` for
+    checkpoints that hold pickled objects (load only files you wrote)."""
+    import torch
+
+    if not os.path.isfile(path):
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except Exception as err:  # noqa: BLE001 (torch raises many types for a damaged file)
+        raise ValueError(f"{path} is not a readable {what} checkpoint ({type(err).__name__}); delete it or pass "
+                         "resume=False") from None
+    if not isinstance(ck, dict) or ck.get("fingerprint") != key:
+        raise ValueError(f"{path} was written by another {what} run (other ids, settings, seed or starting "
+                         "weights); use another run_dir, or resume=False to overwrite it")
+    return ck

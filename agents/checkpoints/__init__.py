@@ -36,7 +36,7 @@ def pretrained(name: str = "small", device: str = "cpu") -> TransformerLM:
     """
     lm = TransformerLM.load(_path(name, ".pt"), map_location=device).eval()
     if lm.trained_on is None:  # shipped before checkpoints recorded it: the metadata names the env
-        from composition_gym.agents.evaluation import profile_summary
+        from composition_gym.agents.coverage import profile_summary
         from composition_gym.agents.sampling import make_vec
 
         venv = make_vec(pretrained_info(name)["env_id"], 1)

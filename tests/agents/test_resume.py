@@ -22,6 +22,7 @@ import torch
 from composition_gym.agents import bc as bc_module
 from composition_gym.agents import behavior_cloning, bc_then_ppo, train_ppo
 from composition_gym.agents import ppo as ppo_module
+from composition_gym.agents import ppo_checkpoint
 from composition_gym.agents.settings import progress_bar
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 from composition_gym.atomic import atomic_write
@@ -124,14 +125,14 @@ RL_ENV = "composition_gym/Compose-RL-L3-v0"
 def test_ppo_resumes_bit_identically(tmp_path, monkeypatch, capsys, small_lm):
     reference = train_ppo(RL_ENV, small_lm, 640, **PPO)
     with monkeypatch.context() as m:
-        step = ppo_module.PPOCheckpoint._on_step
+        step = ppo_checkpoint.PPOCheckpoint._on_step
 
         def interrupt(self):  # mid-rollout, after the checkpoint at the start of the rollout
             if self.num_timesteps == 400:
                 os.kill(os.getpid(), signal.SIGINT)
             return step(self)
 
-        m.setattr(ppo_module.PPOCheckpoint, "_on_step", interrupt)
+        m.setattr(ppo_checkpoint.PPOCheckpoint, "_on_step", interrupt)
         with pytest.raises(KeyboardInterrupt):
             train_ppo(RL_ENV, small_lm, 640, run_dir=str(tmp_path), **PPO)
     assert f"PPO interrupted (SIGINT): checkpoint at step 384 of 640 in {tmp_path}" in capsys.readouterr().err
@@ -147,14 +148,14 @@ def test_ppo_resumes_bit_identically(tmp_path, monkeypatch, capsys, small_lm):
 def test_ppo_under_a_tensorboard_root_picks_up_its_unfinished_run(tmp_path, monkeypatch, capsys, small_lm):
     root = tmp_path / "tb"
     with monkeypatch.context() as m:
-        step = ppo_module.PPOCheckpoint._on_step
+        step = ppo_checkpoint.PPOCheckpoint._on_step
 
         def interrupt(self):
             if self.num_timesteps == 200:
                 os.kill(os.getpid(), signal.SIGTERM)
             return step(self)
 
-        m.setattr(ppo_module.PPOCheckpoint, "_on_step", interrupt)
+        m.setattr(ppo_checkpoint.PPOCheckpoint, "_on_step", interrupt)
         with pytest.raises(KeyboardInterrupt):
             train_ppo(RL_ENV, small_lm, 384, tensorboard_log=str(root), **PPO)
     assert "PPO interrupted (SIGTERM): checkpoint at step 128 of 384" in capsys.readouterr().err
@@ -176,14 +177,14 @@ def test_bc_then_ppo_resumes_the_stage_that_was_running(tmp_path, monkeypatch, c
         if stage == "bc":
             interrupt_at_call(m, bc_module, "_trimmed", 10)
         else:
-            step = ppo_module.PPOCheckpoint._on_step
+            step = ppo_checkpoint.PPOCheckpoint._on_step
 
             def interrupt(self):
                 if self.num_timesteps == 160:
                     os.kill(os.getpid(), signal.SIGINT)
                 return step(self)
 
-            m.setattr(ppo_module.PPOCheckpoint, "_on_step", interrupt)
+            m.setattr(ppo_checkpoint.PPOCheckpoint, "_on_step", interrupt)
         with pytest.raises(KeyboardInterrupt):
             bc_then_ppo(SFT_ENV, tensorboard_log=str(root), **kwargs)
     capsys.readouterr()
