@@ -305,7 +305,7 @@ def _one_line_usage(text: str) -> str:
         if line.startswith(("Argument helptext", "For full helptext")):
             break
         kept.append(line)
-        if len(kept) >= 2 and kept[-2].startswith("Perhaps you meant"):
+        if len(kept) >= 2 and kept[-2].startswith(("Perhaps you meant", "Arguments similar to")):
             break  # the first suggestion; the rest repeats the help
     message = " ".join(" ".join(kept).split()) or "invalid arguments"
     # "Error parsing ReproduceConfig: …" names a class, not an option: keep only the reason.
