@@ -167,7 +167,7 @@ def train_ppo(
             load_lm_into_policy(model.policy, lm)
     if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
         raise ValueError(f"checkpoint_every must be an integer >= 1 (rollouts), got {checkpoint_every!r}")
-    checkpoint = None
+    checkpoint, resumed = None, False
     key = fingerprint(env=resolve_env_ids(env_id), algo=algo, seed=seed, n_envs=n_envs, steps=total_timesteps,
                       kwargs={k: v for k, v in kwargs.items() if k != "device"}, device=str(model.device),
                       start=None if lm is None else weights_digest(lm))
@@ -180,7 +180,8 @@ def train_ppo(
     if run_dir is not None:
         mark_run(run_dir, PPO_MARKER, key, finished=False)
         checkpoint = PPOCheckpoint(os.path.join(run_dir, PPO_CHECKPOINT), key, total_timesteps, checkpoint_every)
-        if resume and checkpoint.load_into(model):
+        resumed = resume and checkpoint.load_into(model)
+        if resumed:
             if checkpoint.finished:
                 say(f"PPO already finished in {run_dir} ({model.num_timesteps} steps): returning its model")
                 mark_run(run_dir, PPO_MARKER, key, finished=True)
@@ -191,10 +192,9 @@ def train_ppo(
     callbacks: list[BaseCallback] = [c for c in (checkpoint,) if c is not None]
     if eval_env_ids:
         callbacks.append(CompositionEvalCallback(eval_env_ids, eval_freq=eval_freq, episodes=eval_episodes, seed=seed,
-                                                 verbose=verbose, at_start=model.num_timesteps == 0))
+                                                 verbose=verbose, at_start=not resumed))
     if progress:
         callbacks.append(ProgressBarCallback(total_timesteps, algo))
-    resumed = model.num_timesteps > 0
     guard = Interrupts()  # SIGTERM too; no step is held back: the checkpoint is the last rollout's start
     try:
         with guard, torch_threads(threads):

@@ -122,27 +122,35 @@ PPO = dict(algo="maskable_ppo", seed=1, n_envs=4, progress=False, threads=1, n_s
 RL_ENV = "composition_gym/Compose-RL-L3-v0"
 
 
-def test_ppo_resumes_bit_identically(tmp_path, monkeypatch, capsys, small_lm):
-    reference = train_ppo(RL_ENV, small_lm, 640, **PPO)
+@pytest.fixture(scope="module")
+def ppo_reference():
+    torch.manual_seed(0)
+    lm = TransformerLM(SMALL)
+    return lm, train_ppo(RL_ENV, lm, 640, **PPO)
+
+
+@pytest.mark.parametrize(("at", "kept"), [(40, 0), (400, 384)], ids=["first-rollout", "later-rollout"])
+def test_ppo_resumes_bit_identically(tmp_path, monkeypatch, capsys, ppo_reference, at, kept):
+    lm, reference = ppo_reference
     with monkeypatch.context() as m:
         step = ppo_checkpoint.PPOCheckpoint._on_step
 
-        def interrupt(self):  # mid-rollout, after the checkpoint at the start of the rollout
-            if self.num_timesteps == 400:
+        def interrupt(self):  # mid-rollout, after the snapshot at the start of the rollout
+            if self.num_timesteps == at:
                 os.kill(os.getpid(), signal.SIGINT)
             return step(self)
 
         m.setattr(ppo_checkpoint.PPOCheckpoint, "_on_step", interrupt)
         with pytest.raises(KeyboardInterrupt):
-            train_ppo(RL_ENV, small_lm, 640, run_dir=str(tmp_path), **PPO)
-    assert f"PPO interrupted (SIGINT): checkpoint at step 384 of 640 in {tmp_path}" in capsys.readouterr().err
-    model = train_ppo(RL_ENV, small_lm, 640, run_dir=str(tmp_path), **PPO)
-    assert f"resuming PPO from step 384 of 640 in {tmp_path}" in capsys.readouterr().err
+            train_ppo(RL_ENV, lm, 640, run_dir=str(tmp_path), **PPO)
+    assert f"PPO interrupted (SIGINT): checkpoint at step {kept} of 640 in {tmp_path}" in capsys.readouterr().err
+    model = train_ppo(RL_ENV, lm, 640, run_dir=str(tmp_path), **PPO)
+    assert f"resuming PPO from step {kept} of 640 in {tmp_path}" in capsys.readouterr().err
     assert model.num_timesteps == 640 and same_weights(model.policy, reference.policy)
-    again = train_ppo(RL_ENV, small_lm, 640, run_dir=str(tmp_path), **PPO)
+    again = train_ppo(RL_ENV, lm, 640, run_dir=str(tmp_path), **PPO)
     assert "PPO already finished" in capsys.readouterr().err and same_weights(again.policy, reference.policy)
     with pytest.raises(ValueError, match="written by another PPO run"):
-        train_ppo(RL_ENV, small_lm, 640, run_dir=str(tmp_path), **{**PPO, "seed": 2})
+        train_ppo(RL_ENV, lm, 640, run_dir=str(tmp_path), **{**PPO, "seed": 2})
 
 
 def test_ppo_under_a_tensorboard_root_picks_up_its_unfinished_run(tmp_path, monkeypatch, capsys, small_lm):
