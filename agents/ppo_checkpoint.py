@@ -27,7 +27,10 @@ class ProgressBarCallback(BaseCallback):
         self.total, self.desc, self.bar = total, desc, None
 
     def _on_training_start(self) -> None:
-        self.bar = progress_bar(total=self.total, initial=self.num_timesteps, desc=self.desc, unit="step")
+        # SB3 runs whole rollouts: the steps it will take, not the budget it was asked for.
+        per_rollout = getattr(self.model, "n_steps", 1) * self.training_env.num_envs
+        total = -(-self.total // per_rollout) * per_rollout
+        self.bar = progress_bar(total=total, initial=self.num_timesteps, desc=self.desc, unit="step")
 
     def _on_step(self) -> bool:
         self.bar.update(self.training_env.num_envs)
