@@ -13,13 +13,12 @@ import sys
 
 
 def _cmd_diagnose(args: argparse.Namespace) -> int:
-    import torch
-
+    from composition_gym.agents.settings import resolve_threads
     from composition_gym.agents.diagnostics.report import (
         DiagnoseConfig, comparison_table, diagnose, save_figure, save_json)
     from composition_gym.agents.agent import load_agent
 
-    torch.set_num_threads(max(1, args.threads))
+    threads = resolve_threads(args.threads)  # before any model loads: --threads 0 is refused at once
     config = DiagnoseConfig(seed=args.seed, episodes=args.episodes, probe_episodes=args.probe_episodes,
                             probe_test_episodes=args.probe_test_episodes, attention_episodes=args.attention_episodes,
                             source=args.source, probes=not args.no_probes, attention=not args.no_attention)
@@ -37,7 +36,7 @@ def _cmd_diagnose(args: argparse.Namespace) -> int:
         except (FileNotFoundError, ValueError) as err:
             print(f"compgym diagnose: {err}", file=sys.stderr)
             return 2
-        results[name] = diagnose(model, config)
+        results[name] = diagnose(model, config, threads=threads)
     from rich.console import Console
 
     Console().print(comparison_table(results))
@@ -73,7 +72,8 @@ def register(subparsers) -> None:
     p.add_argument("--no-probes", action="store_true")
     p.add_argument("--no-attention", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--threads", type=int,
+                   help="torch threads (default: 2 if two cores are idle, else 1; env COMPGYM_THREADS)")
     p.add_argument("--json", help="write every number (per layer, head, module) here")
     p.add_argument("--figures", help="write diagnostics.png into this folder")
     p.set_defaults(func=_cmd_diagnose)

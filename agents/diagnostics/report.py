@@ -78,22 +78,31 @@ def as_lm(model: Any) -> Any | None:
     return None
 
 
-def diagnose(model: Any, config: DiagnoseConfig | None = None) -> dict[str, Any]:
+def diagnose(model: Any, config: DiagnoseConfig | None = None, *, threads: int | None = None) -> dict[str, Any]:
     """Anatomy of ``model``'s errors, and (for a transformer) probes and attention to the call.
 
     Args:
         model: a :class:`TransformerLM`, an SB3 model or any agent (anatomy only for agents that
             hold no transformer).
         config: what to measure (default :class:`DiagnoseConfig`).
+        threads: torch threads (``None``: the project's policy,
+            :func:`~composition_gym.agents.settings.resolve_threads`); restored afterwards.
 
     Returns a JSON-able dict: ``config``, ``anatomy`` (:meth:`Anatomy.to_dict`), ``probes``
     (:func:`~composition_gym.agents.diagnostics.probes.run_probes`, or ``None``) and
     ``attention`` (per env short name, :func:`attention_to_calls` plus ``summary``, or ``None``).
     """
-    from composition_gym.agents.diagnostics.anatomy import error_anatomy
+    from composition_gym.agents.settings import torch_threads
 
     config = config or DiagnoseConfig()
     config.validate()
+    with torch_threads(threads):
+        return _diagnose(model, config)
+
+
+def _diagnose(model: Any, config: DiagnoseConfig) -> dict[str, Any]:
+    from composition_gym.agents.diagnostics.anatomy import error_anatomy
+
     lm = as_lm(model)
     out: dict[str, Any] = {"config": asdict(config), "probes": None, "attention": None}
     out["anatomy"] = error_anatomy(lm if lm is not None else model, config.env_ids, config.episodes, config.seed).to_dict()

@@ -152,10 +152,10 @@ def test_one_thread_policy_for_cli_and_api(monkeypatch):
     with pytest.raises(ValueError, match="COMPGYM_THREADS must be a positive integer"):
         settings.default_threads()
     monkeypatch.delenv("COMPGYM_THREADS")
-    monkeypatch.setattr(settings.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(settings.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     assert settings.default_threads() == 2  # idle: both cores
-    monkeypatch.setattr(settings.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
     assert settings.default_threads() == 1  # one competing process: one thread
 
 

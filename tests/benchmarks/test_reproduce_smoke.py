@@ -61,12 +61,13 @@ def test_outputs_are_written_and_well_formed(tiny_run):
     assert list((root / "store" / "tensorboard").glob("*rl_compound*/events.out.tfevents.*"))
 
 
-def test_same_command_again_reuses_every_run(tiny_run, tmp_path):
+def test_same_command_again_reuses_every_run(tiny_run, tmp_path, capsys):
     doc, root = tiny_run
     store = RunStore(root / "store")
     before = {r["key"]: r["finished"] for r in store.records()}
     again = reproduce(tiny(seeds=1, conditions=("sft", "rl_compound"), out=str(tmp_path),
                            runs_dir=str(root / "store")), command="pytest smoke")
+    assert f"resuming: 2 of 2 runs already finished in {store.root}" in capsys.readouterr().err
     assert {r["key"]: r["finished"] for r in store.records()} == before  # nothing re-ran
     assert again["runs"] == doc["runs"] and again["verdicts"] == doc["verdicts"]
 
