@@ -20,6 +20,7 @@ import tyro
 from composition_gym.agents import seeds
 from composition_gym.agents.settings import (ADVANTAGES, BC_PRESETS, DEMO_BUDGETS, PPO_PRESETS, SB3_ALGOS, BCConfig,
                                              DemoBudget, GRPOConfig, PPOConfig, resolve_threads)
+from composition_gym.atomic import atomic_write
 from composition_gym.cli import render_table
 from composition_gym.config import Config, bounded
 from composition_gym.profiles import PROFILES
@@ -140,8 +141,7 @@ def run_train(cfg: TrainConfig) -> int:
     else:
         model = train_ppo(rl_ids, lm, cfg.ppo_steps, tensorboard_log=cfg.tensorboard, **common)
     out = cfg.out or "model.zip"
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    model.save(out)
+    atomic_write(out, model.save)
     print(f"saved {type(model).__name__} to {out} ({time.perf_counter() - t0:.0f} s); "
           f"curves: tensorboard --logdir {cfg.tensorboard}")
     return 0
@@ -166,8 +166,7 @@ def _train_group_relative(cfg: TrainConfig, lm: Any, rl_id: str, eval_ids: dict[
     out = cfg.out or "model.pt"
     if not out.endswith(".pt"):
         raise ValueError(f"group-relative RL saves a TransformerLM checkpoint: --out must end in .pt, got {out!r}")
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    lm.save(out)
+    lm.save(out)  # atomic
     print(f"saved TransformerLM to {out} ({time.perf_counter() - t0:.0f} s); curves: tensorboard --logdir {run_dir}")
     return 0
 
@@ -207,10 +206,10 @@ def run_eval(cfg: EvalConfig) -> int:
     check_device(cfg.device)
 
     def load(path: str) -> Any:
-        agent = load_agent(path)
+        agent = load_agent(path, device=cfg.device)  # every kind of model on --device
         if cfg.samples and not isinstance(agent, TransformerLM):
             raise ValueError(f"--samples needs TransformerLM checkpoints (.pt or 'pretrained'), got {path!r}")
-        return agent.to(cfg.device) if isinstance(agent, TransformerLM) else agent
+        return agent
 
     agent = load(cfg.model)
     env_ids = [resolve_env_id(e) for e in cfg.env] or suite(cfg.suite, cfg.profile, cfg.version)
@@ -231,8 +230,7 @@ def run_eval(cfg: EvalConfig) -> int:
                               f"({100 * v['diff']:+.1f} ± {100 * v['se']:.1f})" for m, v in row.items())
             print(f"  {short_name(env)}: {cells}")
     if cfg.json:
-        with open(cfg.json, "w") as f:
-            json.dump(doc, f, indent=1)
+        atomic_write(cfg.json, json.dumps(doc, indent=1))
         print(f"wrote {cfg.json}")
     return 0
 
@@ -310,7 +308,7 @@ def run_demo(cfg: DemoConfig) -> int:
         reports[name] = evaluate(agent, all_ids, cfg.eval_episodes, seed=seeds.EVAL + cfg.seed)
         print(f"{time.perf_counter() - t:.0f} s", flush=True)
     model_path = os.path.join(run_dir, "model.zip")
-    model.save(model_path)
+    atomic_write(model_path, model.save)
     lm.save(os.path.join(run_dir, "bc_lm.pt"))
     total = time.perf_counter() - t0
     print()
@@ -323,12 +321,13 @@ def run_demo(cfg: DemoConfig) -> int:
         print(f"  by {name:<8}" + "  ".join(f"{k}={v:.0%}" for k, v in values.items()))
     summary = os.path.join(run_dir, "demo.json")
     budget = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(DemoBudget)}
-    with open(summary, "w") as f:
-        json.dump({"budget": DemoBudget(**budget).to_dict(), "bc_stats": stats,
-                   "seconds": {"bc": t_bc, "ppo": t_ppo, "total": total},
-                   "reports": {k: {kk: vv for kk, vv in r.to_dict().items() if kk != "episodes"}
-                               for k, r in reports.items()}}, f, indent=1)
-    print(f"saved {model_path} and {summary}; evaluate again with: compgym eval {model_path} --suite all")
+    atomic_write(summary, json.dumps({"budget": DemoBudget(**budget).to_dict(), "bc_stats": stats,
+                                      "seconds": {"bc": t_bc, "ppo": t_ppo, "total": total},
+                                      "reports": {k: {kk: vv for kk, vv in r.to_dict().items() if kk != "episodes"}
+                                                  for k, r in reports.items()}}, indent=1))
+    again = " ".join(f"--env {short_name(e)}" for e in all_ids)
+    print(f"saved {model_path} and {summary}; evaluate again with: compgym eval {model_path} {again} "
+          f"--episodes {cfg.eval_episodes} --seed {seeds.EVAL + cfg.seed}")
     print(f"TensorBoard: tensorboard --logdir {cfg.tensorboard}")
     return 0
 

@@ -38,8 +38,8 @@ def _sft(env_id: str, lm: Any, config: BCConfig, *, episodes: int, seed: int, ru
     """Behavior cloning from ``lm`` on ``config.episodes`` expert traces of ``env_id`` (``episodes`` unused)."""
     from composition_gym.agents.bc import behavior_cloning
 
-    return behavior_cloning(env_id, settings=config, lm=lm, seed=seed, tensorboard_log=run_dir, progress=False,
-                            threads=1, device=device)
+    return behavior_cloning(env_id, settings=config, lm=lm, seed=seed, tensorboard_log=run_dir, run_dir=run_dir,
+                            progress=False, threads=1, device=device)
 
 
 def _group_relative(advantage: str | None) -> Callable[..., tuple[Any, dict[str, Any]]]:

@@ -220,15 +220,17 @@ def sft_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     if config.get("prior"):
         lm, prior_stats = behavior_cloning(prior_id(config), settings=BCConfig.from_dict(config["prior_bc"]),
                                            seed=config["seed"], config=model, tensorboard_log=str(ctx.log_dir / "prior"),
-                                           progress=False, threads=1, device=config["device"])
+                                           run_dir=str(ctx.artifact_dir / "prior"), progress=False, threads=1,
+                                           device=config["device"])
         ctx.report(stage="prior_trained", **{f"prior/{k}": v for k, v in prior_stats.items()
                                              if isinstance(v, (int, float))})
     lm, stats = behavior_cloning(_ids(config, ["sft"]), settings=BCConfig.from_dict(config["bc"]), seed=config["seed"],
-                                 config=model, lm=lm, tensorboard_log=str(ctx.log_dir), progress=False, threads=1,
-                                 device=config["device"])
+                                 config=model, lm=lm, tensorboard_log=str(ctx.log_dir),
+                                 run_dir=str(ctx.artifact_dir / "bc"),  # a killed run resumes mid-BC
+                                 progress=False, threads=1, device=config["device"])
     assert isinstance(lm, TransformerLM)
     ctx.report(stage="sft_trained", **{f"bc/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
-    _save_atomic(lm, ctx.artifact_dir / "sft.pt")
+    lm.save(ctx.artifact_dir / "sft.pt")  # atomic: a killed run never leaves half a checkpoint
     out = {"condition": "sft", "seed": config["seed"], "metrics": evaluate_sets(lm, config, ctx),
            "diagnostics": diagnostics(lm, config), "leakage": leakage(config), **_split(stats)}
     if prior_stats:
@@ -450,12 +452,3 @@ def premise_checks(cell: Cell, profile: str, version: str = ENV_VERSION, samples
         "sft_disjoint_from": sorted(others),
         "beyond_share_outside_sft": beyond_outside,
     }
-
-
-def _save_atomic(lm: Any, path: Any) -> None:
-    """``lm.save`` to a temporary name, then rename: a killed run never leaves half a checkpoint."""
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    lm.save(tmp)
-    os.replace(tmp, path)
