@@ -66,6 +66,9 @@ COMMANDS: dict[str, Command] = {
                     "evaluate a saved model on an ID / OOD suite"),
     "demo": Command("composition_gym.agents.cli:DemoConfig", "composition_gym.agents.cli:run_demo",
                     "BC -> MaskablePPO on the small profile, ID/OOD table (time: docs/results/demo.md)"),
+    "diagnose": Command("composition_gym.agents.diagnostics.cli:DiagnoseCommand",
+                        "composition_gym.agents.diagnostics.cli:run_diagnose",
+                        "why a model fails: error anatomy, linear probes, attention to the call"),
     "reproduce": Command("composition_gym.benchmarks.experiment.reproduce:ReproduceConfig",
                          "composition_gym.benchmarks.experiment.reproduce:run",
                          "reproduce the paper's claims: SFT then RL arms, several seeds, paired verdicts; resumable"),
@@ -79,7 +82,6 @@ COMMANDS: dict[str, Command] = {
 #: as strings so that building the parser imports nothing heavy; a module that is not installed
 #: is skipped.
 LAZY_COMMANDS: dict[str, tuple[str, str]] = {
-    "diagnose": ("composition_gym.agents.diagnostics.cli:register", "diagnose a trained model's failures"),
     "bench": ("composition_gym.benchmarks.cli:register",
               "throughput: env vs CartPole, vector env, PPO and BC, peak memory"),
 }

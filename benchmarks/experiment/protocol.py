@@ -372,7 +372,7 @@ def diagnostics(lm: Any, config: Mapping[str, Any]) -> dict[str, str] | None:
     from composition_gym.agents.diagnostics.report import DiagnoseConfig, comparison_rows, diagnose
 
     ids = _ids(config, list(FAMILIES[config["family"]].evals))
-    cfg = DiagnoseConfig(env_ids=ids, fit_env=ids[0], episodes=n, probe_episodes=2 * n, probe_test_episodes=n,
+    cfg = DiagnoseConfig(env_ids=tuple(ids), fit_env=ids[0], episodes=n, probe_episodes=2 * n, probe_test_episodes=n,
                          attention_episodes=max(1, n // 2), seed=seeds.PROTOCOL_EVAL + config["seed"])
     return comparison_rows(diagnose(lm, cfg))
 

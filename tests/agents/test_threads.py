@@ -109,7 +109,7 @@ def test_diagnose(monkeypatch, small_lm):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(anatomy, "error_anatomy", hook)
-    config = DiagnoseConfig(env_ids=[SFT_ENV], episodes=2, probes=False, attention=False)
+    config = DiagnoseConfig(env_ids=(SFT_ENV,), episodes=2, probes=False, attention=False)
     diagnose(small_lm, config, threads=3)
     assert seen == [3] and torch.get_num_threads() == 1
     with pytest.raises(ValueError, match="threads must be an integer >= 1"):
