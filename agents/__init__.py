@@ -1,49 +1,45 @@
-"""Agents for composition-gym: a transformer policy, behavior cloning, PPO wiring, plug-in agents
-and evaluation.
+"""Agents for composition-gym: a transformer policy, behavior cloning, group-relative RL, SB3 PPO
+wiring, plug-in agents and evaluation.
 
-``import composition_gym.agents`` makes the SB3 policy classes importable, so ``PPO.load`` / ``MaskablePPO.load``
-read saved models without ``custom_objects``.
+The public names below are imported on first use (PEP 562), for start-up speed: the command line
+and the experiment's settings import :mod:`~composition_gym.agents.settings` without loading torch
+or Stable-Baselines3.  Saved SB3 models name their policy class by its module
+(``composition_gym.agents.policy``), so ``PPO.load`` / ``MaskablePPO.load`` find it without
+``custom_objects``.  The shipped checkpoints live in the subpackage
+:mod:`~composition_gym.agents.checkpoints`; :func:`pretrained` loads one.
 """
 
-from composition_gym.agents.agent import Agent, LMAgent, RandomAgent, SB3Agent, TextAgent, trace_so_far
-from composition_gym.agents.bc import behavior_cloning
-from composition_gym.agents.callbacks import CompositionEvalCallback
-from composition_gym.agents.evaluation import EvalReport, evaluate
-from composition_gym.agents.policy import (
-    MaskableTransformerPolicy,
-    TransformerActorCriticPolicy,
-    TransformerExtractor,
-    lm_from_policy,
-    load_lm_into_policy,
-)
-from composition_gym.agents.ppo import bc_then_ppo, load_model, train_ppo
-from composition_gym.agents.grpo import GRPOConfig, bc_then_grpo, train_grpo
-from composition_gym.agents.pretrained import pretrained  # the function; shadows the subpackage's name
-from composition_gym.agents.transformer import TransformerConfig, TransformerLM
+from __future__ import annotations
 
-__all__ = [
-    "Agent",
-    "CompositionEvalCallback",
-    "EvalReport",
-    "GRPOConfig",
-    "LMAgent",
-    "MaskableTransformerPolicy",
-    "RandomAgent",
-    "SB3Agent",
-    "TextAgent",
-    "TransformerActorCriticPolicy",
-    "TransformerConfig",
-    "TransformerExtractor",
-    "TransformerLM",
-    "bc_then_grpo",
-    "bc_then_ppo",
-    "behavior_cloning",
-    "evaluate",
-    "lm_from_policy",
-    "load_lm_into_policy",
-    "load_model",
-    "pretrained",
-    "trace_so_far",
-    "train_grpo",
-    "train_ppo",
-]
+import importlib
+from typing import Any
+
+#: Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("Agent", "LMAgent", "RandomAgent", "SB3Agent", "TextAgent", "trace_so_far"), "agent"),
+    "behavior_cloning": "bc",
+    "CompositionEvalCallback": "callbacks",
+    **dict.fromkeys(("EvalReport", "evaluate"), "evaluation"),
+    **dict.fromkeys(("MaskableTransformerPolicy", "TransformerActorCriticPolicy", "TransformerExtractor",
+                     "lm_from_policy", "load_lm_into_policy"), "policy"),
+    **dict.fromkeys(("bc_then_ppo", "load_model", "train_ppo"), "ppo"),
+    "train_grpo": "grpo",
+    **dict.fromkeys(("BCConfig", "GRPOConfig", "PPOConfig"), "settings"),
+    "pretrained": "checkpoints",
+    "TRAINERS": "trainers",
+    **dict.fromkeys(("TransformerConfig", "TransformerLM"), "transformer"),
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

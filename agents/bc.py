@@ -10,27 +10,36 @@ target at each position is the expert's token for that prefix instead of the nex
 Logged to TensorBoard under ``bc/`` against the gradient step: ``loss``, ``lr``, and every
 ``eval_every`` steps ``heldout_token_acc``, ``heldout_success``, ``heldout_success/<short id>``;
 ``dagger_*`` after each DAgger round.
+
+A run with a ``run_dir`` checkpoints and resumes bit-identically (:func:`behavior_cloning`): the
+fit's optimizer, schedule, batch order and random state are part of it, which is why this one
+algorithm runs past 400 lines; what it shares with PPO (signals, fingerprints, loading) is
+:mod:`composition_gym.agents.resume`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-import gymnasium as gym
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import LMAgent
+from composition_gym.agents.coverage import merge_profiles, trained_on
 from composition_gym.agents.evaluation import evaluate, rollout
+from composition_gym.agents.resume import Interrupts, fingerprint, load_checkpoint, say, weights_digest
 from composition_gym.agents.sampling import make_vec, play
-from composition_gym.agents.settings import BC_PRESETS, BCConfig, bc_config, check_device, progress_kwargs, torch_threads
+from composition_gym.agents.settings import BC_PRESETS, BCConfig, bc_config, check_device, progress_bar, torch_threads
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
+from composition_gym.atomic import atomic_write
 from composition_gym.registration import resolve_env_ids, short_name
 from composition_gym.tokens import PAD_ID
 
@@ -140,56 +149,110 @@ def _trimmed(data: Sequences, idx: torch.Tensor, device: torch.device | str = "c
     return x[:, :width].to(device), y[:, :width].to(device)
 
 
-def _random_batches(n: int, batch_size: int, generator: torch.Generator):
+class _Batches:
     """Endless mini-batches of indices: a fresh permutation each epoch (the last partial batch dropped).
 
     Batches are *not* bucketed by length: grouping similar lengths saved ~20 % padding but groups
     similar cascades too (length follows the routing), which slowed learning in our runs.
+
+    :meth:`state` and :meth:`restore` put a resumed run on the same batch as the killed one: the
+    generator's state before the current permutation was drawn, and the position in it.
     """
-    while True:
-        perm = torch.randperm(n, generator=generator)
-        for start in range(0, max(n - batch_size, 0) + 1, batch_size):
-            yield perm[start : start + batch_size]
+
+    def __init__(self, n: int, batch_size: int, generator: torch.Generator):
+        self.n, self.batch_size, self.generator = n, batch_size, generator
+        self._perm: torch.Tensor | None = None
+        self._pos = 0
+        self._before: torch.Tensor | None = None
+
+    def __next__(self) -> torch.Tensor:
+        if self._perm is None or self._pos > max(self.n - self.batch_size, 0):
+            self._before = self.generator.get_state()
+            self._perm = torch.randperm(self.n, generator=self.generator)
+            self._pos = 0
+        batch = self._perm[self._pos : self._pos + self.batch_size]
+        self._pos += self.batch_size
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        """What :meth:`restore` needs (tensors and ints: a ``weights_only`` checkpoint holds it)."""
+        drawn = self._perm is not None
+        return {"generator": self._before if drawn else self.generator.get_state(), "pos": self._pos, "drawn": drawn}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Continue exactly where the run that wrote ``state`` was."""
+        self.generator.set_state(state["generator"])
+        if state["drawn"]:
+            self._before = state["generator"]
+            self._perm = torch.randperm(self.n, generator=self.generator)
+            self._pos = int(state["pos"])
 
 
 def _fit(lm: TransformerLM, data: Sequences, cfg: BCConfig, *, generator: torch.Generator, writer, step0: int,
-         desc: str, progress: bool, on_eval: Callable[[int], None] | None = None) -> tuple[int, float]:
+         desc: str, progress: bool, on_eval: Callable[[int], None] | None = None, guard: Interrupts | None = None,
+         resume: dict[str, Any] | None = None,
+         save: Callable[[dict[str, Any]], None] | None = None) -> tuple[int, float]:
     """AdamW with linear warm-up and cosine decay over ``cfg.epochs`` passes; returns (steps, last loss).
 
     ``on_eval(global_step)`` runs every ``cfg.eval_every`` gradient steps (the held-out curves).
+    ``save(fit_state)`` is called every ``cfg.checkpoint_every`` global steps and, on an interrupt,
+    with the state after the last whole step; ``resume`` (such a state) continues from it.
     """
+    guard = guard or Interrupts()
     steps_per_epoch = max(1, math.ceil(len(data) / cfg.batch_size))
     total = max(1, round(cfg.epochs * steps_per_epoch))
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98))
     warmup = max(1, total // 20)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(s / total, 1.0)))))
+    batches = _Batches(len(data), cfg.batch_size, generator)
+    done, loss_val, ema = 0, float("nan"), None
+    if resume is not None:
+        opt.load_state_dict(resume["opt"])
+        sched.load_state_dict(resume["sched"])
+        batches.restore(resume["batches"])
+        torch.set_rng_state(resume["rng"])
+        done, loss_val, ema = int(resume["step"]), float(resume["loss"]), resume["ema"]
+
+    def state() -> dict[str, Any]:
+        return {"step": done, "total": total, "opt": opt.state_dict(), "sched": sched.state_dict(),
+                "batches": batches.state(), "rng": torch.get_rng_state(), "loss": loss_val, "ema": ema}
+
     lm.train()
-    batches = _random_batches(len(data), cfg.batch_size, generator)
-    loss_val, ema = float("nan"), None
-    bar = tqdm(range(total), desc=desc, disable=not progress, leave=False, unit="step", **progress_kwargs())
-    for s in bar:
-        x, y = _trimmed(data, next(batches), lm.head.weight.device)
-        logits = lm(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        loss_val = loss.item()
-        ema = loss_val if ema is None else 0.95 * ema + 0.05 * loss_val
-        if s % 10 == 0 or s == total - 1:
-            bar.set_postfix(loss=f"{ema:.3f}")
-            if writer is not None:
-                writer.add_scalar("bc/loss", loss_val, step0 + s)
-                writer.add_scalar("bc/lr", sched.get_last_lr()[0], step0 + s)
-        # The last step is left to the caller's final evaluation (so it is logged once).
-        if on_eval is not None and cfg.eval_every and (s + 1) % cfg.eval_every == 0 and s + 1 < total:
-            on_eval(step0 + s + 1)
-            lm.train()
-    bar.close()
-    lm.eval()
+    bar = progress_bar(total=total, initial=done, desc=desc, disable=not progress, leave=False, unit="step")
+    try:
+        for s in range(done, total):
+            with guard.step():
+                x, y = _trimmed(data, next(batches), lm.head.weight.device)
+                logits = lm(x)
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                loss_val = loss.item()
+                ema = loss_val if ema is None else 0.95 * ema + 0.05 * loss_val
+                done = s + 1
+                if s % 10 == 0 or s == total - 1:
+                    bar.set_postfix(loss=f"{ema:.3f}", refresh=False)
+                    if writer is not None:
+                        writer.add_scalar("bc/loss", loss_val, step0 + s)
+                        writer.add_scalar("bc/lr", sched.get_last_lr()[0], step0 + s)
+            bar.update(1)
+            # The last step is left to the caller's final evaluation (so it is logged once).
+            if on_eval is not None and cfg.eval_every and (s + 1) % cfg.eval_every == 0 and s + 1 < total:
+                on_eval(step0 + s + 1)
+                lm.train()
+            if save is not None and (step0 + done) % cfg.checkpoint_every == 0 and done < total:
+                save(state())
+    except KeyboardInterrupt:
+        if save is not None and not guard.torn:
+            save(state())
+        raise
+    finally:
+        bar.close()
+        lm.eval()
     return total, loss_val
 
 
@@ -207,8 +270,11 @@ def behavior_cloning(
     dagger_episodes: int | None = None,
     eval_episodes: int | None = None,
     eval_every: int | None = None,
+    checkpoint_every: int | None = None,
     seed: int = 0,
     tensorboard_log: str | None = None,
+    run_dir: str | None = None,
+    resume: bool = True,
     progress: bool = True,
     lm: TransformerLM | None = None,
     threads: int | None = None,
@@ -220,57 +286,97 @@ def behavior_cloning(
     name of :data:`~composition_gym.agents.settings.BC_PRESETS`: ``"tiny"``, ``"demo"``,
     ``"reproduce"``, ``"default"``); every explicit keyword below overrides that field.
 
+    With a ``run_dir``, the run writes ``bc_checkpoint.pt`` there every ``checkpoint_every``
+    gradient steps, at every DAgger round, when it finishes, and when it is interrupted (Ctrl-C or
+    SIGTERM: the step in progress completes first, then the checkpoint is written and the
+    ``KeyboardInterrupt`` goes on); the same call again resumes from it and ends with the same
+    weights as a run that was never interrupted (same thread count), printing
+    ``resuming BC from gradient step K of N in DIR`` on stderr.  A finished run's checkpoint makes
+    the same call return its model at once.
+
     Args:
         env_id: registered id(s); episodes are spread round-robin over them.
         episodes: number of expert episodes (training traces).
         settings: the BC budget (default: the ``"default"`` preset).
         config: model shape (default :data:`DEFAULT_CONFIG`); ignored when ``lm`` is given.
         epochs, batch_size, lr, weight_decay, dagger_rounds, dagger_episodes, eval_episodes,
-            eval_every: override the fields of ``settings`` of the same name (see ``BCConfig``).
+            eval_every, checkpoint_every: override the fields of ``settings`` of the same name
+            (see ``BCConfig``).
         seed: seeds the model init, data order and episode seeds (episode ``i`` resets with
             ``seed + i``; held-out episodes with ``seed + 1_000_003 + i``).
-        tensorboard_log: a run directory for TensorBoard scalars under ``bc/`` (``None``: none);
-            their x-axis is the gradient step.
+        tensorboard_log: a run directory for TensorBoard scalars under ``bc/`` (``None``: ``run_dir``,
+            or none); their x-axis is the gradient step.
+        run_dir: the checkpoint directory (``None``: no checkpoints).
+        resume: continue from ``run_dir``'s checkpoint when there is one (``False``: start over and
+            overwrite it).
         progress: show tqdm progress bars.
         lm: continue training this model instead of a new one.
         threads: torch threads for the run (``None``: the project's policy,
-            :func:`~composition_gym.agents.settings.default_threads`); restored afterwards.
+            :func:`~composition_gym.agents.settings.resolve_threads`); restored afterwards.
         device: torch device of the model and its batches (e.g. ``"cuda"``); the expert's data is
             built on the CPU and the returned model stays on ``device``.
 
     Returns:
         ``(lm, stats)``; ``stats`` holds ``loss``, ``token_acc`` (held-out), ``heldout_success``,
         ``train_tokens`` (trace tokens with a loss), ``seconds``, ``threads``.
+
+    Raises:
+        ValueError: a bad setting, a device this machine lacks, or a ``run_dir`` whose checkpoint
+            another run (other ids, settings, seed or starting weights) wrote.
     """
     ids = resolve_env_ids(env_id)
     check_device(device)
     cfg = bc_config(settings, episodes=episodes, epochs=epochs, batch_size=batch_size, lr=lr,
                     weight_decay=weight_decay, dagger_rounds=dagger_rounds, dagger_episodes=dagger_episodes,
-                    eval_episodes=eval_episodes, eval_every=eval_every)
+                    eval_episodes=eval_episodes, eval_every=eval_every, checkpoint_every=checkpoint_every)
     with torch_threads(threads) as n_threads:
-        lm, stats = _behavior_cloning(ids, cfg, config=config, seed=seed, tensorboard_log=tensorboard_log,
-                                      progress=progress, lm=lm, device=device)
+        lm, stats = _behavior_cloning(ids, cfg, config=config, seed=seed, tensorboard_log=tensorboard_log or run_dir,
+                                      run_dir=run_dir, resume=resume, progress=progress, lm=lm, device=device)
     stats["threads"] = float(n_threads)
     return lm, stats
 
 
+def _fingerprint(ids: list[str], cfg: BCConfig, config: TransformerConfig, seed: int, lm: TransformerLM | None,
+                 device: str) -> str:
+    """What the run computes: not how often it logs or checkpoints, nor its thread count."""
+    plain = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("eval_every", "checkpoint_every")}
+    return fingerprint(ids=ids, bc=plain, model=config, seed=seed, device=torch.device(device).type,
+                       start=None if lm is None else weights_digest(lm))
+
+
 def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfig | None, seed: int,
-                      tensorboard_log: str | None, progress: bool, lm: TransformerLM | None,
-                      device: str = "cpu") -> tuple[TransformerLM, dict[str, float]]:
+                      tensorboard_log: str | None, run_dir: str | None, resume: bool, progress: bool,
+                      lm: TransformerLM | None, device: str = "cpu") -> tuple[TransformerLM, dict[str, float]]:
     start = time.perf_counter()
+    path = os.path.join(run_dir, CHECKPOINT) if run_dir else None
+    key = _fingerprint(ids, cfg, lm.config if lm is not None else (config or DEFAULT_CONFIG), seed, lm, device)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if lm is None:
         lm = TransformerLM(config or DEFAULT_CONFIG)  # built on the CPU: the same init on every device
     lm = lm.to(device)
+    ck = load_checkpoint(path, key, "BC") if path and resume else None
+    if ck is not None:
+        lm.load_state_dict(ck["lm"])
+        if ck["done"]:
+            say(f"BC already finished in {run_dir} ({ck['step0']} gradient steps): returning its model")
+            lm.trained_on = ck["trained_on"]
+            return lm.eval(), dict(ck["stats"])
+        fit = ck["fit"] or {}
+        say(f"resuming BC from gradient step {ck['step0'] + fit.get('step', 0)} in {run_dir} "
+            + (f"(DAgger round {ck['phase']} of {cfg.dagger_rounds}, " if ck["phase"] else "(")
+            + (f"step {fit['step']} of {fit['total']})" if fit else "start of the round)"))
     writer = None
     if tensorboard_log is not None:
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(log_dir=tensorboard_log)
+        # purge_step: a resumed run drops the points its killed predecessor logged past the checkpoint.
+        writer = SummaryWriter(log_dir=tensorboard_log, purge_step=_global_step(ck) or None)
 
     data = expert_sequences(ids, cfg.episodes, seed)
     heldout = expert_sequences(ids, min(cfg.eval_episodes, 500), seed + HELDOUT_SEED_OFFSET) if cfg.eval_episodes else None
+    # What the model has seen: a model fine-tuned here keeps what it saw before.
+    lm.trained_on = merge_profiles([s for s in (getattr(lm, "trained_on", None), trained_on(ids)) if s])
 
     def heldout_eval(step: int) -> dict[str, float]:
         """Held-out token accuracy and greedy success, logged at gradient step ``step``."""
@@ -286,23 +392,59 @@ def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfi
                 writer.add_scalar(f"bc/heldout_success/{short_name(env)}", value, step)
         return out
 
+    # Progress so far: phase 0 is the first fit, phase r the DAgger round r (its rollouts, then a fit).
+    phase, steps, extras, rollout_success, fit_state, loss = 0, 0, [], [], None, float("nan")
+    if ck is not None:
+        phase, steps, fit_state, loss = ck["phase"], ck["step0"], ck["fit"], ck["loss"]
+        extras = [Sequences(e["inputs"], e["targets"]) for e in ck["dagger"]]
+        rollout_success = list(ck["dagger_success"])
+        for extra in extras:
+            data = data.cat(extra)
+    saved = {"step": _global_step(ck)}
+
+    def save(fit: dict[str, Any] | None, done: bool = False, stats: dict[str, float] | None = None) -> None:
+        if path is None:
+            return
+        state = {"fingerprint": key, "phase": phase, "step0": steps, "fit": fit, "loss": loss, "lm": lm.state_dict(),
+                 "dagger": [{"inputs": e.inputs, "targets": e.targets} for e in extras],
+                 "dagger_success": rollout_success, "done": done, "stats": stats, "trained_on": lm.trained_on}
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+        saved["step"] = steps + (fit["step"] if fit else 0)
+
     # Curves during training only when someone reads them (a writer); the final point always.
     on_eval = heldout_eval if heldout is not None and writer is not None else None
-    steps, loss = _fit(lm, data, cfg, generator=gen, writer=writer, step0=0, desc="BC", progress=progress,
-                       on_eval=on_eval)
-    stats: dict[str, float] = {"loss": loss}
-    for r in range(cfg.dagger_rounds):
-        n = cfg.dagger_episodes or max(1, cfg.episodes // 2)
-        extra, rollout_success = dagger_sequences(lm, ids, n, seed + 2 * HELDOUT_SEED_OFFSET + r * n)
-        data = data.cat(extra)
+    guard = Interrupts()
+    try:
+        with guard:
+            while phase <= cfg.dagger_rounds:
+                if phase > len(extras):  # this DAgger round's rollouts (not yet in a checkpoint)
+                    n = cfg.dagger_episodes or max(1, cfg.episodes // 2)
+                    r = phase - 1
+                    extra, success = dagger_sequences(lm, ids, n, seed + 2 * HELDOUT_SEED_OFFSET + r * n)
+                    extras.append(extra)
+                    rollout_success.append(success)
+                    data = data.cat(extra)
+                    if writer is not None:
+                        writer.add_scalar("bc/dagger_rollout_success", success, steps)
+                        writer.add_scalar("bc/dagger_dataset", len(data), steps)
+                    save(None)
+                desc = "BC" if phase == 0 else f"DAgger {phase}/{cfg.dagger_rounds}"
+                more, loss = _fit(lm, data, cfg, generator=gen, writer=writer, step0=steps, desc=desc,
+                                  progress=progress, on_eval=on_eval, guard=guard, resume=fit_state,
+                                  save=save if path else None)
+                steps += more
+                phase, fit_state = phase + 1, None
+                save(None)
+    except KeyboardInterrupt:
         if writer is not None:
-            writer.add_scalar("bc/dagger_rollout_success", rollout_success, steps)
-            writer.add_scalar("bc/dagger_dataset", len(data), steps)
-        more, loss = _fit(lm, data, cfg, generator=gen, writer=writer, step0=steps,
-                          desc=f"DAgger {r + 1}/{cfg.dagger_rounds}", progress=progress, on_eval=on_eval)
-        steps += more
-        stats[f"dagger_{r + 1}_rollout_success"] = rollout_success
-    stats["loss"] = loss
+            writer.close()
+        where = f"gradient step {saved['step']} in {run_dir}" if path and os.path.isfile(path) else None
+        say(f"BC interrupted ({guard.name}): " + (f"checkpoint at {where}; the same call resumes from it" if where
+                                                 else "nothing saved (no run_dir)"))
+        raise
+    stats: dict[str, float] = {"loss": loss}
+    for r, success in enumerate(rollout_success):
+        stats[f"dagger_{r + 1}_rollout_success"] = success
     stats["train_tokens"] = float((data.targets != IGNORE).sum())
     stats["steps"] = float(steps)
     if heldout is not None:
@@ -310,7 +452,18 @@ def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfi
     stats["seconds"] = time.perf_counter() - start
     if writer is not None:
         writer.close()
+    save(None, done=True, stats=stats)
     return lm, stats
 
 
-__all__ = ["BCConfig", "BC_PRESETS", "DEFAULT_CONFIG", "Sequences", "behavior_cloning", "dagger_sequences", "expert_sequences", "token_accuracy"]
+#: The checkpoint :func:`behavior_cloning` keeps in its ``run_dir``.
+CHECKPOINT = "bc_checkpoint.pt"
+
+
+def _global_step(ck: dict[str, Any] | None) -> int:
+    if ck is None:
+        return 0
+    return int(ck["step0"]) + int((ck["fit"] or {}).get("step", 0))
+
+
+__all__ = ["BCConfig", "BC_PRESETS", "CHECKPOINT", "DEFAULT_CONFIG", "Sequences", "behavior_cloning", "dagger_sequences", "expert_sequences", "token_accuracy"]

@@ -32,7 +32,10 @@ import torch
 
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.agent import LMAgent, as_agent
+from composition_gym.agents.coverage import check_profile
 from composition_gym.agents.sampling import AgentChooser, LMChooser, Played, make_vec, play
+from composition_gym.agents.settings import check_device, torch_threads
+from composition_gym.atomic import atomic_write
 from composition_gym.registration import resolve_env_ids, short_name
 
 
@@ -68,6 +71,21 @@ def _check_spaces(agent: Any, venv: Any, env_id: str) -> None:
                          f"{venv.single_observation_space}: the model was trained on another profile or max_len")
 
 
+def _to_device(agent: Any, device: str) -> Any:
+    """``agent`` with its torch model on ``device`` (checked); agents without one are returned as is."""
+    from stable_baselines3.common.base_class import BaseAlgorithm
+
+    check_device(device)
+    if isinstance(agent, BaseAlgorithm):
+        agent.policy.to(device)
+        agent.device = torch.device(device)
+    elif isinstance(agent, (torch.nn.Module, LMAgent)):
+        (agent.lm if isinstance(agent, LMAgent) else agent).to(device)
+    elif hasattr(agent, "model") and isinstance(getattr(agent, "model"), BaseAlgorithm):
+        _to_device(agent.model, device)
+    return agent
+
+
 def _chooser(agent: Any, temperature: float, generator: torch.Generator | None) -> Any:
     if isinstance(agent, LMAgent):
         return LMChooser(agent.lm, temperature, generator, masked=agent.masked)
@@ -90,6 +108,7 @@ def rollout(agent: Any, env_id: str, seeds: Sequence[int], *, batch_size: int = 
     width = max(1, min(batch_size if stateless else 1, len(seeds)))
     venv = make_vec(env_id, width)
     _check_spaces(agent, venv, env_id)
+    check_profile(agent, venv, env_id)
     out: list[Episode] = []
     for start in range(0, len(seeds), width):
         chunk = [int(s) for s in seeds[start:start + width]]
@@ -126,6 +145,7 @@ def sample_successes(lm: Any, env_id: str, seeds: Sequence[int], samples: int, t
     chooser = LMChooser(agent.lm, temperature, torch.Generator().manual_seed(seed), masked=agent.masked)
     per = max(1, batch_size // samples)  # problems per batch; each fills `samples` rows
     venv = make_vec(env_id, per * samples)
+    check_profile(agent, venv, env_id)
     out = []
     for start in range(0, len(seeds), per):
         chunk = [int(s) for s in seeds[start:start + per]]
@@ -245,9 +265,8 @@ class EvalReport:
         }
 
     def save_json(self, path: str | os.PathLike) -> None:
-        """Write :meth:`to_dict` to ``path``."""
-        with open(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=1)
+        """Write :meth:`to_dict` to ``path`` (atomically: a killed write leaves the old file)."""
+        atomic_write(path, json.dumps(self.to_dict(), indent=1))
 
     def table(self, title: str | None = None) -> str:
         """Tables rendered by ``rich``: metrics by env id (with the headroom pass@k - greedy when
@@ -288,7 +307,8 @@ class EvalReport:
 
 
 def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int = 0, *, samples: int = 0,
-             temperature: float = 1.0, batch_size: int = 64, sample_batch_size: int = 512) -> EvalReport:
+             temperature: float = 1.0, batch_size: int = 64, sample_batch_size: int = 512,
+             threads: int | None = None, device: str | None = None) -> EvalReport:
     """Play ``episodes`` episodes of each env id and summarise success.
 
     Args:
@@ -300,10 +320,16 @@ def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int 
             (a language model only) for sampled success, pass@k and headroom.
         temperature: sampling temperature (> 0).
         batch_size: lockstep width of the greedy episodes; ``sample_batch_size``: of the sampled ones.
+        threads: torch threads (``None``: the project's policy,
+            :func:`~composition_gym.agents.settings.resolve_threads`); restored afterwards.
+        device: move the agent's torch model (a :class:`TransformerLM` or an SB3 policy) to this
+            device first, after checking that this machine has it (``None``: leave it where it is).
 
     Raises:
         ValueError: on an unknown env id, ``episodes < 1``, ``samples < 0``, ``temperature <= 0``
-            with samples, or an agent whose observation space does not match the env's.
+            with samples, a device this machine lacks, an agent whose observation space does not
+            match the env's, or a language model trained on another profile than the env's
+            (modules or letters it never saw).
         TypeError: ``samples > 0`` with an agent that is not a language model.
     """
     ids = resolve_env_ids(env_ids)
@@ -311,6 +337,8 @@ def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int 
         raise ValueError(f"episodes must be >= 1 (an int), got {episodes!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 0:
         raise ValueError(f"samples must be an int >= 0, got {samples!r}")
+    if device is not None:
+        agent = _to_device(agent, device)
     agent = as_agent(agent)
     if samples and not isinstance(agent, LMAgent):
         raise TypeError(f"samples={samples} needs a TransformerLM agent (it samples its distribution), "
@@ -319,15 +347,16 @@ def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int 
         raise ValueError(f"temperature must be > 0 when sampling, got {temperature}")
     t0 = time.perf_counter()
     records: list[Episode] = []
-    for k, env_id in enumerate(ids):
-        seeds = [seed + i for i in range(episodes)]
-        eps = rollout(agent, env_id, seeds, batch_size=batch_size)
-        if samples:
-            wins = sample_successes(agent, env_id, seeds, samples, temperature, seed=seed + 7919 * k,
-                                    batch_size=sample_batch_size)
-            for e, w in zip(eps, wins):
-                e.samples = tuple(bool(x) for x in w)
-        records += eps
+    with torch_threads(threads):
+        for k, env_id in enumerate(ids):
+            seeds = [seed + i for i in range(episodes)]
+            eps = rollout(agent, env_id, seeds, batch_size=batch_size)
+            if samples:
+                wins = sample_successes(agent, env_id, seeds, samples, temperature, seed=seed + 7919 * k,
+                                        batch_size=sample_batch_size)
+                for e, w in zip(eps, wins):
+                    e.samples = tuple(bool(x) for x in w)
+            records += eps
     return EvalReport(records, ids, seed, episodes, time.perf_counter() - t0, samples, float(temperature))
 
 

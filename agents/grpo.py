@@ -60,7 +60,7 @@ import torch
 from composition_gym.agents.callbacks import report_scalars
 from composition_gym.agents.evaluation import evaluate
 from composition_gym.agents.sampling import LMChooser, Played, make_vec, play
-from composition_gym.agents.settings import ADVANTAGES, GRPOConfig, check_device, progress_kwargs, torch_threads
+from composition_gym.agents.settings import ADVANTAGES, GRPOConfig, check_device, progress_bar, torch_threads
 from composition_gym.agents.transformer import TransformerLM
 from composition_gym.registration import resolve_env_id, resolve_env_ids
 
@@ -349,7 +349,7 @@ def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None,
         run_dir: TensorBoard scalars and checkpoints (``None``: neither).
         eval_env_ids: named sets, e.g. ``{"id": [...], "ood": [...]}``, evaluated greedily every
             ``eval_every`` iterations and at the end on ``eval_episodes`` problems per id.
-        progress: a tqdm bar (one line per update when stderr is not a terminal).
+        progress: a progress bar (in a log, a line when the count changed, at most every 30 s).
         device: ``"cpu"`` or ``"cuda"``.
         resume: continue from ``run_dir``'s checkpoint when there is one (and say so).
         env_kwargs: extra kwargs of the training env (e.g. ``format_penalty``, ``max_len``).
@@ -380,8 +380,6 @@ def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None,
 def _train(env_id: str, lm: TransformerLM, cfg: GRPOConfig, seed: int, run_dir: str | None,
            evals_ids: dict[str, list[str]], eval_every: int, eval_episodes: int, progress: bool, device: str,
            resume: bool, env_kwargs: dict[str, Any], time_limit_s: float | None) -> tuple[TransformerLM, dict]:
-    from tqdm.auto import tqdm
-
     ref = copy.deepcopy(lm).eval().requires_grad_(False)
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (cfg.warmup + 1)))
@@ -440,8 +438,7 @@ def _train(env_id: str, lm: TransformerLM, cfg: GRPOConfig, seed: int, run_dir: 
 
     if evals_ids and state["iteration"] == 0:
         run_eval()
-    bar = tqdm(total=cfg.iterations, initial=state["iteration"], desc="GRPO", disable=not progress, unit="it",
-               **progress_kwargs())
+    bar = progress_bar(total=cfg.iterations, initial=state["iteration"], desc="GRPO", disable=not progress, unit="it")
     t_call = time.perf_counter()
     t_start = t_call - state["seconds"]
     last = snapshot() if path else None

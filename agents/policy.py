@@ -43,7 +43,7 @@ class TransformerExtractor(BaseFeaturesExtractor):
     mini-batch most observations are prefixes of another one (earlier states of the same
     episode): those are read off the longer row's forward pass instead of being run again, with the
     same numbers and gradients up to float rounding (:func:`~composition_gym.agents.prefix_sharing.last_hidden`; the speed-up
-    is measured in the README, "Performance").
+    is measured in docs/performance.md).
 
     Args:
         observation_space: a ``Box`` of token ids.

@@ -26,6 +26,7 @@ from sb3_contrib.common.maskable.policies import MaskableActorCriticPolicy
 from sb3_contrib.common.recurrent.policies import RecurrentActorCriticPolicy
 from stable_baselines3 import PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback, CallbackList
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.monitor import Monitor
 from stable_baselines3.common.policies import ActorCriticPolicy
@@ -36,7 +37,9 @@ from stable_baselines3.common.vec_env import DummyVecEnv
 import composition_gym  # noqa: F401  (registers the env ids)
 from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
-from composition_gym.agents.settings import torch_threads
+from composition_gym.agents.ppo_checkpoint import PPO_CHECKPOINT, PPOCheckpoint, ProgressBarCallback
+from composition_gym.agents.resume import Interrupts, fingerprint, mark_run, say, unfinished_run, weights_digest
+from composition_gym.agents.settings import SB3_ALGOS, check_device, torch_threads
 from composition_gym.registration import resolve_env_ids
 from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
@@ -46,7 +49,7 @@ from composition_gym.agents.policy import (
 )
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 
-ALGOS = ("ppo", "maskable_ppo", "recurrent_ppo")
+ALGOS = SB3_ALGOS
 
 #: PPO settings for fine-tuning from behavior cloning (see the module docstring).
 FINETUNE_KWARGS: dict[str, Any] = dict(learning_rate=1e-5, n_steps=64, batch_size=256, n_epochs=2, gamma=1.0,
@@ -97,6 +100,9 @@ def train_ppo(
     config: TransformerConfig | None = None,
     verbose: int = 0,
     threads: int | None = None,
+    device: str | None = None,
+    resume: bool = True,
+    checkpoint_every: int = 10,
     **ppo_kwargs: Any,
 ) -> BaseAlgorithm:
     """Train PPO, MaskablePPO (transformer policy) or RecurrentPPO (LSTM policy) on ``env_id``.
@@ -108,13 +114,21 @@ def train_ppo(
         total_timesteps: environment steps (tokens) to train for.
         algo: ``"ppo"``, ``"maskable_ppo"`` or ``"recurrent_ppo"``.
         seed: seeds the model and the envs.
-        tensorboard_log: root directory; the run goes to ``<root>/<algo>_<k>``.
+        tensorboard_log: root directory; the run goes to a new ``<root>/<algo>_<k>``, or to the
+            newest unfinished run of the same settings there (interrupted: it resumes).
         run_dir: exact run directory instead (what :func:`bc_then_ppo` uses to share one run).
         eval_env_ids: named sets of ids for :class:`CompositionEvalCallback` (``None``: no eval).
         eval_freq, eval_episodes: the callback's period (env steps) and episodes per id.
         progress: SB3's progress bar.
         threads: torch threads for the run (``None``: the project's policy,
             :func:`~composition_gym.agents.settings.default_threads`); restored afterwards.
+        device: torch device of the policy, checked (``None``: SB3's ``"auto"``, a GPU if there is one).
+        resume: with a ``run_dir``, continue from its checkpoint (``ppo_checkpoint.pt``) when the
+            same run (ids, algorithm, settings, seed, starting weights) wrote it.
+        checkpoint_every: rollouts between checkpoints of a run with a ``run_dir``; one is also
+            written when training is interrupted (Ctrl-C or SIGTERM: the rollout in progress is
+            lost) and when it ends.  A resumed run ends with the same weights as an uninterrupted
+            one (the checkpoint holds the envs' and the random generators' states).
         ppo_kwargs: override :data:`FINETUNE_KWARGS` (with an ``lm``) or :data:`SCRATCH_KWARGS`
             (and ``policy_kwargs``).
 
@@ -132,6 +146,11 @@ def train_ppo(
         raise TypeError(f"lm must be a TransformerLM or None, got {type(lm).__name__}")
     if algo == "recurrent_ppo" and lm is not None:
         raise ValueError("recurrent_ppo trains its own LSTM policy; pass lm=None")
+    if device is not None:
+        check_device(device)
+        ppo_kwargs["device"] = device
+    elif ppo_kwargs.get("device", "auto") != "auto":
+        check_device(ppo_kwargs["device"])
     defaults = FINETUNE_KWARGS if lm is not None else SCRATCH_KWARGS
     kwargs = {**defaults, **ppo_kwargs}
     if "batch_size" not in ppo_kwargs:  # a default mini-batch must fit in one rollout of these n_envs
@@ -146,17 +165,51 @@ def train_ppo(
         model = cls(policy, env, seed=seed, verbose=verbose, **kwargs)
         if lm is not None:
             load_lm_into_policy(model.policy, lm)
+    if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be an integer >= 1 (rollouts), got {checkpoint_every!r}")
+    checkpoint, resumed = None, False
+    key = fingerprint(env=resolve_env_ids(env_id), algo=algo, seed=seed, n_envs=n_envs, steps=total_timesteps,
+                      kwargs={k: v for k, v in kwargs.items() if k != "device"}, device=str(model.device),
+                      start=None if lm is None else weights_digest(lm))
     if run_dir is None and tensorboard_log is not None:
-        run_dir = next_run_dir(tensorboard_log, algo)
+        run_dir = unfinished_run(tensorboard_log, algo, key, PPO_MARKER) if resume else None
+        if run_dir is not None:
+            say(f"resuming {algo} run in {run_dir}")
+        else:
+            run_dir = next_run_dir(tensorboard_log, algo)
     if run_dir is not None:
+        mark_run(run_dir, PPO_MARKER, key, finished=False)
+        checkpoint = PPOCheckpoint(os.path.join(run_dir, PPO_CHECKPOINT), key, total_timesteps, checkpoint_every)
+        resumed = resume and checkpoint.load_into(model)
+        if resumed:
+            if checkpoint.finished:
+                say(f"PPO already finished in {run_dir} ({model.num_timesteps} steps): returning its model")
+                mark_run(run_dir, PPO_MARKER, key, finished=True)
+                return model
+            say(f"resuming PPO from step {model.num_timesteps} of {total_timesteps} in {run_dir}")
         # Our own logger, so that BC, PPO and eval scalars can share one run directory.
         model.set_logger(configure(run_dir, ["tensorboard"] + (["stdout"] if verbose else [])))
-    callback = None
+    callbacks: list[BaseCallback] = [c for c in (checkpoint,) if c is not None]
     if eval_env_ids:
-        callback = CompositionEvalCallback(eval_env_ids, eval_freq=eval_freq, episodes=eval_episodes, seed=seed,
-                                           verbose=verbose)
-    with torch_threads(threads):
-        model.learn(total_timesteps, callback=callback, progress_bar=progress)
+        callbacks.append(CompositionEvalCallback(eval_env_ids, eval_freq=eval_freq, episodes=eval_episodes, seed=seed,
+                                                 verbose=verbose, at_start=not resumed))
+    if progress:
+        callbacks.append(ProgressBarCallback(total_timesteps, algo))
+    guard = Interrupts()  # SIGTERM too; no step is held back: the checkpoint is the last rollout's start
+    try:
+        with guard, torch_threads(threads):
+            model.learn(total_timesteps - model.num_timesteps, callback=CallbackList(callbacks),
+                        reset_num_timesteps=not resumed)
+    except KeyboardInterrupt:
+        if checkpoint is not None and checkpoint.write_last():
+            say(f"PPO interrupted ({guard.name}): checkpoint at step {checkpoint.saved_step} of {total_timesteps} "
+                f"in {run_dir}; the same call resumes from it")
+        else:
+            say(f"PPO interrupted ({guard.name}): nothing saved (no run_dir)")
+        raise
+    if checkpoint is not None:
+        checkpoint.write_final(model)
+        mark_run(run_dir, PPO_MARKER, key, finished=True)
     return model
 
 
@@ -168,6 +221,7 @@ def bc_then_ppo(
     algo: str = "maskable_ppo",
     seed: int = 0,
     tensorboard_log: str | None = None,
+    run_dir: str | None = None,
     rl_env_id: str | Sequence[str] | None = None,
     bc_kwargs: dict[str, Any] | None = None,
     eval_env_ids: dict[str, list[str]] | None = None,
@@ -176,11 +230,19 @@ def bc_then_ppo(
 ) -> tuple[BaseAlgorithm, TransformerLM]:
     """Behavior cloning on ``env_id``, then PPO from those weights, logged to one TensorBoard run.
 
+    The run directory holds both stages' checkpoints, so an interrupted call resumes the stage
+    that was running when it is made again: with ``tensorboard_log`` and no ``run_dir``, an
+    unfinished run of the same settings under ``tensorboard_log`` is picked up (``resuming
+    bc_maskable_ppo run in DIR`` on stderr); a finished one is not repeated, a new
+    ``bc_<algo>_<k>`` starts instead.
+
     Args:
         env_id: id(s) for behavior cloning (and for PPO unless ``rl_env_id`` is given).
         bc_episodes: expert episodes for BC (default: the BC settings' ``episodes``).
         ppo_steps: PPO environment steps.
         algo: ``"ppo"`` or ``"maskable_ppo"``.
+        tensorboard_log: root directory of the runs (``bc_<algo>_<k>``).
+        run_dir: this run's exact directory instead.
         rl_env_id: id(s) for the PPO phase, e.g. the RL composition set ``Compose-RL-L3``
             (the paper's protocol: RL on compositions beyond the SFT support).
         bc_kwargs: extra :func:`~composition_gym.agents.bc.behavior_cloning` arguments (``settings``,
@@ -192,21 +254,45 @@ def bc_then_ppo(
     """
     if algo == "recurrent_ppo":
         raise ValueError("bc_then_ppo needs the transformer policy: algo must be 'ppo' or 'maskable_ppo'")
-    run_dir = next_run_dir(tensorboard_log, f"bc_{algo}") if tensorboard_log is not None else None
     bc_kwargs = dict(bc_kwargs or {})
     bc_kwargs.setdefault("threads", ppo_kwargs.get("threads"))
-    lm, _ = behavior_cloning(env_id, bc_episodes, seed=seed, tensorboard_log=run_dir, progress=progress, **bc_kwargs)
+    if ppo_kwargs.get("device") is not None:
+        bc_kwargs.setdefault("device", ppo_kwargs["device"])
+    quiet = ("threads", "progress", "verbose")
+    key = fingerprint(env=resolve_env_ids(env_id), rl=resolve_env_ids(rl_env_id or env_id), bc_episodes=bc_episodes,
+                      ppo_steps=ppo_steps, algo=algo, seed=seed, eval=eval_env_ids,
+                      bc={k: v for k, v in bc_kwargs.items() if k not in quiet},
+                      ppo={k: v for k, v in ppo_kwargs.items() if k not in quiet})
+    name = f"bc_{algo}"
+    if run_dir is None and tensorboard_log is not None:
+        run_dir = unfinished_run(tensorboard_log, name, key, RUN_MARKER)
+        if run_dir is not None:
+            say(f"resuming {name} run in {run_dir}")
+        else:
+            run_dir = next_run_dir(tensorboard_log, name)
+    if run_dir is not None:
+        mark_run(run_dir, RUN_MARKER, key, finished=False)
+    lm, _ = behavior_cloning(env_id, bc_episodes, seed=seed, run_dir=run_dir, progress=progress, **bc_kwargs)
     model = train_ppo(rl_env_id or env_id, lm, ppo_steps, algo=algo, seed=seed, run_dir=run_dir,
                       eval_env_ids=eval_env_ids, progress=progress, **ppo_kwargs)
+    if run_dir is not None:
+        mark_run(run_dir, RUN_MARKER, key, finished=True)
     return model, lm
 
 
-def load_model(path: str | os.PathLike, env_id: str | None = None) -> BaseAlgorithm:
+#: What :func:`bc_then_ppo` and :func:`train_ppo` write in their run directory (:func:`mark_run`).
+RUN_MARKER = "bc_then_ppo.json"
+PPO_MARKER = "ppo_run.json"
+
+
+def load_model(path: str | os.PathLike, env_id: str | None = None, device: str = "cpu") -> BaseAlgorithm:
     """Read a saved ``.zip`` back with the SB3 class it was trained with.
 
     Args:
         path: the file ``model.save`` wrote.
         env_id: if given, also check that the model's spaces match this env's.
+        device: the torch device of the loaded policy (checked: ``ValueError`` for one this
+            machine lacks).
 
     Raises:
         FileNotFoundError: if ``path`` does not exist.
@@ -214,6 +300,7 @@ def load_model(path: str | os.PathLike, env_id: str | None = None) -> BaseAlgori
             does not know, or does not match ``env_id`` (the message names the problem).
     """
     path = os.fspath(path)
+    check_device(device)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no model file at {path!r}")
     if not zipfile.is_zipfile(path):
@@ -244,7 +331,7 @@ def load_model(path: str | os.PathLike, env_id: str | None = None) -> BaseAlgori
     else:
         raise ValueError(f"{path!r} holds a {policy_class.__name__}, not a PPO-family policy")
     try:
-        model = cls.load(path, device="cpu")
+        model = cls.load(path, device=device)
     except Exception as err:
         raise ValueError(f"{path!r} could not be loaded as {cls.__name__} (weights do not match the "
                          f"stored architecture?): {type(err).__name__}: {err}") from err

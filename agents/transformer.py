@@ -21,8 +21,6 @@ batch can be cut to its longest real prefix without changing any result (:func:`
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from composition_gym.agents.kv_cache import KVCache
+from composition_gym.atomic import atomic_write
 from composition_gym.tokens import LETTER_IDS, PAD_ID, SEP_ID, STEP_ID, VOCAB_SIZE
 
 LETTER_FIRST, LETTER_LAST = LETTER_IDS["a"], LETTER_IDS["z"]
@@ -413,6 +412,9 @@ class TransformerLM(nn.Module):
         self.body = TransformerBody(self.config)
         self.head = nn.Linear(self.config.d_model, self.config.vocab_size)
         _init_weights(self.head)
+        #: What training showed the model (``profile``, ``skills``, ``routings``, ``alphabet``; set by
+        #: behavior cloning, saved with it): evaluation refuses envs beyond it.  ``None``: unknown.
+        self.trained_on: dict[str, Any] | None = None
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Next-token logits at every position."""
@@ -453,14 +455,17 @@ class TransformerLM(nn.Module):
 
     # ------------------------------------------------------------------ files
     def save(self, path: str | os.PathLike) -> None:
-        """Write the config and weights to ``path`` (a ``torch.save`` file)."""
+        """Write the config and weights to ``path`` (a ``torch.save`` file, written atomically)."""
         payload = {
             "format": _FORMAT,
             "version": _FORMAT_VERSION,
             "config": self.config.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict().items()},
+            # What training showed it (profile, skills, letters): evaluation refuses envs beyond it.
+            "trained_on": getattr(self, "trained_on", None),
         }
-        torch.save(payload, os.fspath(path))
+        # Atomic: a run killed mid-save leaves the previous checkpoint, never half of one.
+        atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
     @classmethod
     def load(cls, path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TransformerLM:
@@ -477,7 +482,7 @@ class TransformerLM(nn.Module):
         try:
             # weights_only: a checkpoint is data, never code to run.
             payload = torch.load(path, map_location=map_location, weights_only=True)
-        except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, OSError, ValueError) as err:
+        except Exception as err:  # noqa: BLE001 (garbage meets torch's unpickler as KeyError, IndexError, struct.error...)
             # Not torch's message: for a damaged file it advises weights_only=False, which is wrong here.
             raise ValueError(f"{path!r} is not a readable TransformerLM checkpoint (corrupt, truncated or not "
                              f"written by TransformerLM.save: {type(err).__name__})") from err
@@ -491,6 +496,7 @@ class TransformerLM(nn.Module):
             raise ValueError(f"{path!r} has a bad model config: {err}") from err
         lm = cls(config)
         load_state_checked(lm, payload.get("state_dict"), f"checkpoint {path!r}")
+        lm.trained_on = payload.get("trained_on")
         return lm.to(map_location)
 
 

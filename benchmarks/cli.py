@@ -1,4 +1,7 @@
-"""The ``compgym`` subcommands of the benchmarks layer (``bench``, ``reproduce``, ``sweep``).
+"""The argparse ``compgym`` subcommand of the benchmarks layer (``bench``).
+
+(``reproduce`` and ``sweep`` are derived from their config dataclasses:
+:data:`composition_gym.cli.COMMANDS`.)
 
 :func:`register` is named in :data:`composition_gym.cli.LAZY_COMMANDS` and imported only when one
 of these commands runs.  Each subcommand's handler is ``func(args) -> int``.  Results go to an
@@ -18,13 +21,6 @@ from composition_gym.cli import LAZY_COMMANDS
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("throughput", "measures steps/s and tokens/s as ratios against references run side by side; "
                             "prints a table and writes JSON (--json)"),
-    "reproduce": ("experiment.reproduce", "behavior cloning on the v1 depth-mixed coverage set, then RL arms (none / atomic / "
-                               "compound on the SFT set / compound beyond it; GRPO, and MaskablePPO as the SB3 "
-                               "baseline) with equal episode budgets, several seeds, paired verdicts; resumable; "
-                               "--backend ray"),
-    "sweep": ("experiment.sweep", "every cell of a grid over SFT budget, exposure, trace format, model width and RL arm: SFT "
-                       "headroom (pass@k - greedy) and each arm's gain; markdown table and heatmap; resumable; "
-                       "--backend ray"),
 }
 
 

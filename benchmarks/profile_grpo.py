@@ -112,7 +112,7 @@ def profile(env_id: str = ENV_ID, iterations: int = 2, ops: bool = False, cprofi
     import torch
 
     from composition_gym.agents import grpo
-    from composition_gym.agents.pretrained import pretrained
+    from composition_gym.agents.checkpoints import pretrained
     from composition_gym.agents.settings import GRPOConfig
 
     timers = Timers()

@@ -350,7 +350,7 @@ def _bench_lm():
     """The model every side of the RL rows trains: the shipped checkpoint when present, else a seeded init."""
     import torch
 
-    from composition_gym.agents.pretrained import available, pretrained
+    from composition_gym.agents.checkpoints import available, pretrained
     from composition_gym.agents.transformer import TransformerLM
 
     torch.manual_seed(0)
@@ -515,7 +515,14 @@ def _run_worker(name: str, quick: bool) -> dict[str, Any]:
     # The worker imports this package from where this file is, installed or not.
     root = str(Path(__file__).resolve().parent.parent)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
+    # A lifeline: the worker exits when this end closes (this process died, even by SIGKILL).
+    read_end, write_end = os.pipe()
+    try:
+        proc = subprocess.run(cmd + ["--lifeline", str(read_end)], capture_output=True, text=True, check=False,
+                              env=env, pass_fds=(read_end,))
+    finally:
+        os.close(read_end)
+        os.close(write_end)
     if proc.returncode != 0:
         raise RuntimeError(f"benchmark worker {name!r} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -707,7 +714,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m composition_gym.benchmarks.throughput", description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--lifeline", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.lifeline is not None:
+        from composition_gym.benchmarks.engine.backends import exit_with_parent
+
+        exit_with_parent(args.lifeline)
     if args.worker:
         print(json.dumps(WORKERS[args.worker](args.quick)))
         return 0

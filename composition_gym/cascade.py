@@ -3,8 +3,15 @@
 A :class:`Cascade` is the hidden task: ``((r_1, s_1), …, (r_L, s_L))``.  A :class:`Problem` is a
 cascade with concrete inputs; it renders
 
-* the **prompt** ``<bos> X=abc : Rev(Sort(X+X)) |`` — the program as nested calls, so the cascade
-  is recoverable (:func:`parse_prompt`) but the steps are never listed in execution order;
+* the **prompt** ``<bos> X=abc : Rev(Sort(X+X)) |`` — the program in one of :data:`PROMPT_FORMATS`,
+  from which the cascade is recoverable (:func:`parse_prompt`):
+
+  - ``nested`` (default): nested calls; the steps are never listed in execution order (the
+    first step is innermost);
+  - ``pipeline``: the steps in execution order, each as its routing and skill tokens
+    (``Chain Sort ; PrefixX Rev``);
+  - ``reversed``: the same list last step first (the first step just before ``|``);
+
 * the **reference trace** in one of :data:`TRACE_FORMATS`:
 
   - ``values`` (default): ``z_1 ; z_2 ; … ; z_L <eos>`` — intermediates then the answer ``z_L``;
@@ -29,6 +36,8 @@ from composition_gym import tokens as T
 from composition_gym.modules import ROUTINGS, SKILLS
 
 TRACE_FORMATS = ("values", "tagged", "answer")
+#: How the prompt writes the program (see the module docstring); ``nested`` is every registered id's.
+PROMPT_FORMATS = ("nested", "pipeline", "reversed")
 
 
 @dataclass(frozen=True, order=True)
@@ -69,12 +78,32 @@ class Cascade:
             values.append(prev)
         return values
 
-    def program(self) -> list[str]:
-        """The nested-call program as a list of tokens, e.g. ``Rev ( Sort ( X + X ) )``."""
-        expr = [T.VAR_X]
-        for r, s in self.steps:
-            expr = _render_step(r, s, expr)
-        return expr
+    def program(self, prompt_format: str = "nested") -> list[str]:
+        """The program as a list of tokens, e.g. ``Rev ( Sort ( X + X ) )`` (``nested``) or
+        ``Chain Sort ; Chain Rev`` (``pipeline``); see :data:`PROMPT_FORMATS`."""
+        return [tok for tok, _ in self.program_owners(prompt_format)]
+
+    def program_owners(self, prompt_format: str = "nested") -> list[tuple[str, int]]:
+        """Each token of :meth:`program` with the step that wrote it (``1 … L``; ``0`` for the
+        innermost ``X`` of a nested program)."""
+        if prompt_format == "nested":
+            # The renderer splices the inner expression in unchanged, so owned inner tokens come
+            # back owned and every plain string is a token the current step added.
+            expr: list = [(T.VAR_X, 0)]
+            for t, (r, s) in enumerate(self.steps, 1):
+                expr = [tok if isinstance(tok, tuple) else (tok, t) for tok in _render_step(r, s, expr)]
+            return expr
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt_format {prompt_format!r}; choose from {PROMPT_FORMATS}")
+        order = list(enumerate(self.steps, 1))
+        if prompt_format == "reversed":
+            order.reverse()
+        out: list[tuple[str, int]] = []
+        for k, (t, (r, s)) in enumerate(order):
+            if k:
+                out.append((T.STEP, t))
+            out += [(r, t), (s, t)]
+        return out
 
 
 def _render_step(routing: str, skill: str, e: list[str]) -> list[str]:
@@ -162,9 +191,22 @@ class _ProgramParser:
         raise ValueError(f"unexpected program token {tok!r} at position {self.i}")
 
 
-def parse_program(toks: Sequence[str]) -> Cascade:
+def parse_program(toks: Sequence[str], prompt_format: str = "nested") -> Cascade:
     """Recover the cascade from :meth:`Cascade.program` tokens (proves the prompt determines it)."""
-    return Cascade(tuple(_ProgramParser(toks).parse()))
+    if prompt_format == "nested":
+        return Cascade(tuple(_ProgramParser(toks).parse()))
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"unknown prompt_format {prompt_format!r}; choose from {PROMPT_FORMATS}")
+    toks = list(toks)
+    steps = []
+    for k in range(0, len(toks) + 1, 3):
+        part = toks[k : k + 2]
+        if len(part) != 2 or part[0] not in ROUTINGS or part[1] not in SKILLS:
+            raise ValueError(f"{prompt_format} program step {k // 3 + 1} is {part!r}: expected a routing and a skill")
+        if k + 2 < len(toks) and toks[k + 2] != T.STEP:
+            raise ValueError(f"{prompt_format} program token {k + 2} is {toks[k + 2]!r}, expected {T.STEP!r}")
+        steps.append((part[0], part[1]))
+    return Cascade(tuple(steps[::-1] if prompt_format == "reversed" else steps))
 
 
 Segment = tuple[tuple[int, ...], tuple[int, ...]]
@@ -188,7 +230,7 @@ class Problem:
     def answer(self) -> str:
         return self.values[-1]
 
-    def encode_prompt(self, uses_y: bool) -> tuple[list[int], str]:
+    def encode_prompt(self, uses_y: bool, prompt_format: str = "nested") -> tuple[list[int], str]:
         """The prompt ``<bos> X=… [,Y=…] : program |`` as token ids and as ``tokens.decode`` text.
 
         The head holds no capitalised word before a letter, so its text needs no spacing rule and
@@ -201,13 +243,13 @@ class Problem:
             ids += [_COMMA_ID, _Y_ID, _EQ_ID, *[T.LETTER_IDS[c] for c in self.y]]
             text += f"{T.COMMA}{T.VAR_Y}{T.EQ}{self.y}"
         ids.append(T.TAG_ID)
-        prog_ids, prog_text = _program_encoding(self.cascade)
+        prog_ids, prog_text = _program_encoding(self.cascade, prompt_format)
         ids += prog_ids
         return ids, f"{text}{T.TAG}{prog_text}"
 
-    def prompt(self, uses_y: bool) -> list[str]:
+    def prompt(self, uses_y: bool, prompt_format: str = "nested") -> list[str]:
         """Prompt tokens: ``<bos> X = … [, Y = …] : program |`` (the tokens of :meth:`encode_prompt`)."""
-        return [T.TOKENS[i] for i in self.encode_prompt(uses_y)[0]]
+        return [T.TOKENS[i] for i in self.encode_prompt(uses_y, prompt_format)[0]]
 
     def trace(self, trace_format: str = "values") -> list[str]:
         """Reference trace tokens in ``trace_format`` (see :data:`TRACE_FORMATS`)."""
@@ -322,18 +364,19 @@ class Scorer:
 
 
 @lru_cache(maxsize=1 << 16)
-def _program_encoding(cascade: Cascade) -> tuple[tuple[int, ...], str]:
+def _program_encoding(cascade: Cascade, prompt_format: str = "nested") -> tuple[tuple[int, ...], str]:
     # Programs repeat across episodes (a split holds a bounded set of cascades), so their ids and
     # text are rendered once; the bound keeps the paper profile's huge supports in check.
-    ids = tuple(T.TOKEN_ID[t] for t in cascade.program()) + (T.SEP_ID,)
+    ids = tuple(T.TOKEN_ID[t] for t in cascade.program(prompt_format)) + (T.SEP_ID,)
     return ids, T.decode(ids)
 
 
 _X_ID, _Y_ID, _EQ_ID, _COMMA_ID = (T.TOKEN_ID[t] for t in (T.VAR_X, T.VAR_Y, T.EQ, T.COMMA))
 
 
-def parse_prompt(ids: Sequence[int], alphabet: str) -> Problem:
-    """The :class:`Problem` whose prompt starts ``ids`` (padding and trace after ``|`` are ignored)."""
+def parse_prompt(ids: Sequence[int], alphabet: str, prompt_format: str = "nested") -> Problem:
+    """The :class:`Problem` whose prompt (in ``prompt_format``) starts ``ids`` (padding and the
+    trace after ``|`` are ignored)."""
     toks = [T.TOKENS[int(i)] for i in ids]
     if not toks or toks[0] != T.BOS or T.SEP not in toks:
         raise ValueError("not a prompt: expected <bos> … |")
@@ -344,6 +387,6 @@ def parse_prompt(ids: Sequence[int], alphabet: str) -> Problem:
     for part in " ".join(head).split(" , "):
         name, _, *chars = part.split(" ")
         inputs[name] = "".join(chars)
-    cascade = parse_program(program)
+    cascade = parse_program(program, prompt_format)
     values = cascade.execute(inputs["X"], inputs["Y"], alphabet)
     return Problem(cascade, inputs["X"], inputs["Y"], tuple(values))

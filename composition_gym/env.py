@@ -11,7 +11,7 @@ import numpy as np
 from gymnasium import spaces
 
 from composition_gym import tokens as T
-from composition_gym.cascade import Problem, Score, Scorer
+from composition_gym.cascade import PROMPT_FORMATS, Problem, Score, Scorer
 from composition_gym.expert import next_token
 from composition_gym.grammar import EOS_EVENT, LETTER_EVENT, STEP_EVENT, TAG_EVENT, TraceGrammar
 from composition_gym.profiles import Profile, get_profile
@@ -54,6 +54,38 @@ def final_info(problem: Problem, prompt_text: str, score: Score, trace_text: str
         "malformed": score.malformed,
         "diagnosis": score.diagnosis,
         "trace": trace_text,
+    }
+
+
+INFO_MODES = ("full", "arrays")
+
+
+def array_info(mask: np.ndarray, problem: Problem, closed_correct: list[bool], score: Score | None,
+               info_depth: int) -> dict[str, Any]:
+    """The ``info_mode="arrays"`` info: the same keys of fixed shape and dtype at every reset and step.
+
+    ``step_correct[k]`` is whether trace segment ``k`` is closed and equals its reference value;
+    module ids are token ids (:mod:`composition_gym.tokens`), ``<pad>`` (0) past the depth; the
+    outcome flags are ``False`` until the episode ends.
+    """
+    depth = problem.cascade.depth
+    routing_ids = np.zeros(info_depth, dtype=np.int64)
+    skill_ids = np.zeros(info_depth, dtype=np.int64)
+    routing_ids[:depth] = [T.ROUTING_IDS[r] for r in problem.cascade.routings]
+    skill_ids[:depth] = [T.SKILL_IDS[s] for s in problem.cascade.skills]
+    step_correct = np.zeros(info_depth, dtype=bool)
+    step_correct[: len(closed_correct)] = closed_correct
+    done = score is not None
+    return {
+        "action_mask": mask.copy(),
+        "is_success": done and score.is_success,
+        "all_steps_correct": done and score.all_steps_correct,
+        "malformed": done and score.malformed,
+        "depth": depth,
+        "steps_written": len(closed_correct),
+        "step_correct": step_correct,
+        "routing_ids": routing_ids,
+        "skill_ids": skill_ids,
     }
 
 
@@ -117,6 +149,13 @@ class CompositionEnv(gym.Env):
     (text) and ``malformed``.  Every ``info`` holds ``action_mask``; the reset and final ``info``
     hold the hidden ``cascade``, ``prompt`` (text) and ``answer``.
 
+    With ``info_mode="arrays"`` every ``info`` (reset and step) holds the same keys, each a bool,
+    an int or a numpy array of fixed shape, so vectorising libraries can batch them
+    (:func:`array_info`): ``action_mask`` ``(V,)``, ``is_success``, ``all_steps_correct``,
+    ``malformed`` (``False`` until the end), ``depth``, ``steps_written``, and ``step_correct``,
+    ``routing_ids``, ``skill_ids`` of shape ``(D,)`` with ``D`` the deepest cascade of the profile
+    (``max(depth, ood_depth)``; every default env of a profile shares it).
+
     ## Arguments
 
     ```python
@@ -125,7 +164,7 @@ class CompositionEnv(gym.Env):
                    process_reward=0.0, format_penalty=0.0, max_len=None, render_mode=None,
                    skills=None, routings=None, alphabet=None, input_len=None,
                    max_result_len=None, identifiable=False, depth_weights=None, exposure=0.0,
-                   share_atomic=False)
+                   share_atomic=False, prompt_format="nested", info_mode="full")
     ```
 
     * ``profile``: ``"small"`` or ``"paper"`` (:mod:`composition_gym.profiles`); ``skills``,
@@ -139,6 +178,9 @@ class CompositionEnv(gym.Env):
     * ``exposure``: in ``[0, 1]``, for the ``pairs``/``routing_skill`` families: the ``_id`` split
       shows an exposable half of the held-out cascades at this rate and the ``_ood`` split keeps
       the other half (use the same value on both sides); ``0`` holds every held-out one out.
+    * ``prompt_format``: how the prompt writes the program: ``"nested"`` calls (the first step
+      innermost), ``"pipeline"`` (the steps in execution order, ``Chain Sort;PrefixX Rev``) or
+      ``"reversed"`` (the same, last step first); see :data:`~composition_gym.cascade.PROMPT_FORMATS`.
     * ``trace_format``: ``"values"`` (intermediates then answer), ``"tagged"`` (each step tagged
       with its modules) or ``"answer"``.
     * ``max_len``: observation length; default fits every trace of the profile up to its OOD depth,
@@ -146,9 +188,15 @@ class CompositionEnv(gym.Env):
       longest prompt plus two tokens (``ValueError`` names the minimum).  Shorter than the longest
       prompt plus the longest trace is allowed as a token budget (traces that do not fit are
       truncated and malformed) and warns, naming the length that fits every trace.
-    * ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns the text frame) or ``"human"``
+    * ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns the text frame), ``"human"``
       (the frame is printed at every reset and step, as Gymnasium's text environments do; so
-      ``rl_zoo3.enjoy`` works).  Other modes raise ``TypeError``.
+      ``rl_zoo3.enjoy`` works) or ``"rgb_array"`` (``render()`` returns the text view drawn as an
+      ``(H, W, 3)`` uint8 image, closed segments green when right and red when wrong; every frame
+      of an env has the same size, so ``RecordVideo`` records it: :mod:`composition_gym.render`).
+      Other modes raise ``TypeError``.
+    * ``info_mode``: ``"full"`` (the infos above, with Python objects and text) or ``"arrays"``
+      (fixed-shape arrays only, for TorchRL, Tianshou-style collectors and ``gym.wrappers.vector``;
+      see Episode End).  Neither changes an episode.
 
     ## Version History
 
@@ -156,10 +204,12 @@ class CompositionEnv(gym.Env):
       (``Compose-L1to3``, ``share_atomic=True``, ``depth_weights``) and the ``exposure`` knob;
       settings that cannot be sampled fail at construction instead of hanging.
     * v0: initial release.  Later additions leave v0 episodes unchanged: ``info["all_steps_correct"]``
-      at episode end, ``render_mode="human"``, and the warning for a budget ``max_len``.
+      at episode end, ``render_mode="human"``, the warning for a budget ``max_len``, the
+      ``prompt_format`` knob (default ``"nested"``, every registered id's),
+      ``render_mode="rgb_array"`` and ``info_mode="arrays"``.
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "render_fps": 4}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "render_fps": 4}
 
     def __init__(
         self,
@@ -181,6 +231,8 @@ class CompositionEnv(gym.Env):
         depth_weights: list[float] | tuple[float, ...] | None = None,
         exposure: float = 0.0,
         share_atomic: bool = False,
+        prompt_format: str = "nested",
+        info_mode: str = "full",
     ):
         self.profile = get_profile(profile).with_overrides(
             skills=skills, routings=routings, alphabet=alphabet, input_len=input_len, max_result_len=max_result_len
@@ -194,10 +246,17 @@ class CompositionEnv(gym.Env):
         else:
             raise ValueError(f"depth must be an int or [min, max], got {depth!r}")
         self.scorer = Scorer(trace_format, process_reward, format_penalty)  # validates the three
+        if prompt_format not in PROMPT_FORMATS:
+            raise ValueError(f"unknown prompt_format {prompt_format!r}; choose from {PROMPT_FORMATS}")
+        self.prompt_format = prompt_format
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            # TypeError, not ValueError: SB3's make_vec_env (and so rl-zoo3) asks for "rgb_array"
-            # first and retries without a render mode only on TypeError.
+            # TypeError, not ValueError: SB3's make_vec_env (and so rl-zoo3) retries without a
+            # render mode only on TypeError.
             raise TypeError(f"unsupported render_mode {render_mode!r}; choose from {self.metadata['render_modes']}")
+
+        if info_mode not in INFO_MODES:
+            raise ValueError(f"unknown info_mode {info_mode!r}; choose from {list(INFO_MODES)}")
+        self.info_mode = info_mode
 
         self.support = Support(self.profile, split, depths, split_seed, identifiable=identifiable,
                                share_atomic=share_atomic, exposure=exposure,
@@ -207,6 +266,8 @@ class CompositionEnv(gym.Env):
         deepest = max(max(depths), self.profile.ood_depth)
         need = max_prompt_len(self.profile, max(depths)) + 2
         self.max_len = default_max_len(self.profile, deepest) if max_len is None else int(max_len)
+        self.info_depth = deepest  # the length of the per-step arrays of info_mode="arrays"
+        self._renderer = None  # the rgb_array FrameRenderer, built on the first frame
         if self.max_len < need:
             raise ValueError(f"max_len={self.max_len} is too short for the prompt: depth {max(depths)} "
                              f"prompts need up to {need - 2} tokens plus room for a trace (max_len >= {need})")
@@ -220,6 +281,7 @@ class CompositionEnv(gym.Env):
         self.grammar = TraceGrammar(self.profile, trace_format)
         self._obs = np.zeros(self.max_len, dtype=np.int64)
         self._problem: Problem | None = None
+        self._score: Score | None = None
         self._done = True
 
     # ------------------------------------------------------------------ episode
@@ -236,7 +298,7 @@ class CompositionEnv(gym.Env):
         return self._obs.copy(), self._reset_info()
 
     def _start(self, problem: Problem) -> None:
-        prompt, self._prompt_text = problem.encode_prompt(self.profile.uses_y)
+        prompt, self._prompt_text = problem.encode_prompt(self.profile.uses_y, self.prompt_format)
         if len(prompt) + 2 > self.max_len:
             raise ValueError(f"max_len={self.max_len} is too short for a prompt of {len(prompt)} tokens")
         self._problem = problem
@@ -251,6 +313,8 @@ class CompositionEnv(gym.Env):
         self._seg_letters: list[int] = []
         self._written: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
         self._mask = self.grammar.mask(self._state, self._depth)
+        self._score = None
+        self._bad_last = False  # the last token was ungrammatical (drawn red)
         self._done = False
 
     def step(self, action):
@@ -263,7 +327,7 @@ class CompositionEnv(gym.Env):
         terminated = malformed = intermediate_correct = False
         state = self._state
         if not self._mask[a]:
-            malformed = terminated = True
+            malformed = terminated = self._bad_last = True
         else:
             event = self.grammar.advance(state, a)
             if event == LETTER_EVENT:
@@ -280,11 +344,14 @@ class CompositionEnv(gym.Env):
         if terminated or truncated:
             self._done = True
             malformed = malformed or truncated
-            score = self.scorer.score(self._problem, self._written, malformed)
-            info.update(final_info(self._problem, self._prompt_text, score, self._trace_text()))
+            self._score = score = self.scorer.score(self._problem, self._written, malformed)
+            if self.info_mode == "full":
+                info.update(final_info(self._problem, self._prompt_text, score, self._trace_text()))
             reward = float(self.scorer.step_reward(intermediate_correct, malformed, score.is_success))
         elif intermediate_correct:
             reward = float(self.scorer.step_reward(True, False, False))
+        if self.info_mode == "arrays":
+            info = array_info(self._mask, self._problem, self._closed_correct(), self._score, self.info_depth)
         if self.render_mode == "human":
             self.render()
         return self._obs.copy(), reward, terminated, truncated, info
@@ -313,7 +380,13 @@ class CompositionEnv(gym.Env):
 
     # ------------------------------------------------------------------ info
     def _reset_info(self) -> dict[str, Any]:
+        if self.info_mode == "arrays":
+            return array_info(self._mask, self._problem, [], None, self.info_depth)
         return {"action_mask": self._mask.copy(), **reset_info(self._problem, self._prompt_text)}
+
+    def _closed_correct(self) -> list[bool]:
+        """Per closed segment: its letters equal the reference value (what the scorer checks)."""
+        return [w[1] == e[1] for w, e in zip(self._written, self._expected)]
 
     def _trace_text(self) -> str:
         return T.decode(self._obs[self._trace_start : self._pos].tolist())
@@ -345,14 +418,25 @@ class CompositionEnv(gym.Env):
     format_penalty = _scorer_setting("format_penalty", "Penalty for a malformed trace")
 
     @property
+    def score(self) -> Score | None:
+        """The :class:`Score` of the episode that just ended (``None`` while it runs)."""
+        return self._score
+
+    @property
     def problem(self) -> Problem | None:
         """The current problem (hidden from the agent; for evaluation and tests)."""
         return self._problem
 
-    def render(self) -> str | None:
-        """The text frame (prompt, trace so far, hidden cascade): returned (``"ansi"``) or printed (``"human"``)."""
+    def render(self) -> str | np.ndarray | None:
+        """The frame of the text view: text (``"ansi"``), printed (``"human"``) or an RGB image (``"rgb_array"``).
+
+        The text frame holds the prompt, the trace so far and the hidden cascade; the image adds
+        each closed segment's correctness and the episode's status.
+        """
         if self.render_mode is None:
             return None
+        if self.render_mode == "rgb_array":
+            return self._frame()
         if self._problem is None:
             frame = "(call reset() first)"
         else:
@@ -362,3 +446,25 @@ class CompositionEnv(gym.Env):
             sys.stdout.write(frame)
             return None
         return frame
+
+    def _frame(self) -> np.ndarray:
+        from composition_gym.render import FrameRenderer, TraceView
+
+        if self._renderer is None:
+            self._renderer = FrameRenderer.for_env(self.profile, self.info_depth, self.max_len)
+        if self._problem is None:
+            return self._renderer.draw(TraceView("(call reset() first)", (), (), "", ""))
+        trace = self._obs[self._trace_start : self._pos].tolist()
+        view = TraceView(self._prompt_text, trace, self._closed_correct(), self._problem.cascade.key(),
+                         episode_status(self._score, len(self._written), len(self._expected)),
+                         bad_last=self._bad_last)
+        return self._renderer.draw(view)
+
+
+def episode_status(score: Score | None, written: int, segments: int) -> str:
+    """The status line of a rendered frame."""
+    if score is None:
+        return f"writing segment {min(written + 1, segments)} of {segments}"
+    verdict = "success" if score.is_success else "malformed" if score.malformed else "wrong answer"
+    steps = sum(d["correct"] for d in score.diagnosis)
+    return f"done: {verdict} ({steps} of {len(score.diagnosis)} steps right)"

@@ -55,11 +55,13 @@ class ExpertPolicy:
     Args:
         profile: a :class:`Profile` or its name (the alphabet matters to letter-shifting skills).
         trace_format: the environment's trace format.
+        prompt_format: the environment's prompt format (how the program is written).
     """
 
-    def __init__(self, profile: Profile | str = "small", trace_format: str = "values"):
+    def __init__(self, profile: Profile | str = "small", trace_format: str = "values", prompt_format: str = "nested"):
         self.profile = get_profile(profile) if isinstance(profile, str) else profile
         self.trace_format = trace_format
+        self.prompt_format = prompt_format
         self.grammar = TraceGrammar(self.profile, trace_format)
         self._expected = lru_cache(maxsize=4096)(self._expected_segments)
 
@@ -67,10 +69,10 @@ class ExpertPolicy:
     def for_env(cls, env) -> ExpertPolicy:
         """The expert matching ``env`` (a :class:`CompositionEnv`, possibly wrapped)."""
         base = env.unwrapped
-        return cls(base.profile, base.trace_format)
+        return cls(base.profile, base.trace_format, base.prompt_format)
 
     def _expected_segments(self, prompt: tuple[int, ...]) -> list[Segment]:
-        return parse_prompt(prompt, self.profile.alphabet).expected_segments(self.trace_format)
+        return parse_prompt(prompt, self.profile.alphabet, self.prompt_format).expected_segments(self.trace_format)
 
     def act(self, obs: np.ndarray, info: dict[str, Any] | None = None) -> int | np.ndarray:
         """The expert token for one observation (an array of them for a batch ``[B, T]``)."""

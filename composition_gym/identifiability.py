@@ -9,7 +9,7 @@ string).  A cascade that is identifiable on none of :data:`WITNESS_PROBES` fixed
 (:class:`~composition_gym.supports.Support`).
 
 ``python -c "from composition_gym.identifiability import main; main()"`` prints the share of cascades and of problems that the
-filter removes per profile and depth (the README's table).
+filter removes per profile and depth (the table in docs/environment.md).
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the skill's output is composed back.  Every routing reads the previous result, s
 program in the prompt contains each step exactly once and the cascade can be recovered from it
 (see :mod:`composition_gym.cascade`).
 
-Both tables are plain dicts keyed by the module's name; the README renders them.
+Both tables are plain dicts keyed by the module's name; docs/environment.md renders them.
 """
 
 from __future__ import annotations

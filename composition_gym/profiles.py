@@ -7,6 +7,7 @@ can be overridden by a ``gym.make`` kwarg of the same name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -80,7 +81,14 @@ class Profile:
         bad = set(overrides) - known
         if bad:
             raise TypeError(f"unknown profile field(s) {sorted(bad)}; known: {sorted(known)}")
-        clean = {k: (tuple(v) if isinstance(v, list) else v) for k, v in overrides.items() if v is not None}
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        for k in ("skills", "routings", "input_len"):
+            # A string is a sequence too: skills="Rev" would become ('R', 'e', 'v').
+            if k in clean and (isinstance(clean[k], (str, bytes)) or not isinstance(clean[k], (Sequence, np.ndarray))):
+                raise TypeError(f"profile field {k} must be a list or tuple, got {clean[k]!r}"
+                                + (f" (did you mean [{clean[k]!r}]?)" if isinstance(clean[k], str) else ""))
+            if k in clean:
+                clean[k] = tuple(clean[k])
         if "alphabet" in clean and not isinstance(clean["alphabet"], str):
             clean["alphabet"] = "".join(clean["alphabet"])
         out = replace(self, **clean)

@@ -32,8 +32,9 @@ VECTOR_ENTRY_POINT = "composition_gym.vector:CompositionVectorEnv"
 ROLES = ("id", "ood", "family", "train")
 SUITES = ("id", "ood", "all")
 PROFILE_PREFIX = {"small": "", "paper": "Paper-"}
-VERSION = "v0"
 VERSIONS = ("v0", "v1")
+#: The version :func:`env_id`, :func:`suite` and a short name (``Compose-L3``) resolve to: the newest.
+NEWEST = VERSIONS[-1]
 #: Depth weights of the depth-mixed (``"mixed"``, depths 1..train depth) v1 ids: half the problems
 #: at the training depth, a fifth atomic (every module as a one-step problem).
 MIXED_DEPTH_WEIGHTS = (0.2, 0.3, 0.5)
@@ -54,7 +55,7 @@ class Preset:
     depth: str
     role: str
     purpose: str
-    version: str = VERSION
+    version: str = "v0"
 
 
 PRESETS: tuple[Preset, ...] = (
@@ -90,9 +91,9 @@ def _preset(name: str, version: str) -> Preset:
     raise ValueError(f"unknown preset {name!r} at version {version!r}; known: {known}")
 
 
-def env_id(preset: str, profile: str = "small", version: str = VERSION) -> str:
+def env_id(preset: str, profile: str = "small", version: str = NEWEST) -> str:
     """The full id of ``preset`` for ``profile``, e.g. ``env_id("Compose-L3", "paper")`` is
-    ``"composition_gym/Paper-Compose-L3-v0"``."""
+    ``"composition_gym/Paper-Compose-L3-v1"`` (the newest version unless ``version`` says)."""
     if profile not in PROFILE_PREFIX:
         raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILE_PREFIX)}")
     p = _preset(preset, version)
@@ -192,7 +193,7 @@ def short_name(env_id_: str) -> str:
     return env_id_.split("/", 1)[1] if env_id_.startswith(f"{NAMESPACE}/") else env_id_
 
 
-def suite(name: str, profile: str = "small", version: str = VERSION) -> list[str]:
+def suite(name: str, profile: str = "small", version: str = NEWEST) -> list[str]:
     """The ids of a named evaluation suite (:data:`SUITES`) for a profile, driven by ``Preset.role``.
 
     * ``id``: the compositions a model trains on (the SFT and RL composition sets);
@@ -212,7 +213,7 @@ def suite(name: str, profile: str = "small", version: str = VERSION) -> list[str
 
 
 def ids_table() -> str:
-    """The registered ids as a markdown table (the README renders it)."""
+    """The registered ids as a markdown table (docs/environment.md renders it)."""
     rows = ["| id | profile | split | L | role | purpose |", "|---|---|---|---|---|---|"]
     for r in list_envs():
         depth = "-".join(map(str, r["depth"])) if isinstance(r["depth"], list) else r["depth"]

@@ -27,8 +27,8 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from composition_gym import tokens as T
-from composition_gym.cascade import Problem, Scorer, Segment
-from composition_gym.env import CompositionEnv, final_info, reset_info
+from composition_gym.cascade import Problem, Score, Scorer, Segment
+from composition_gym.env import CompositionEnv, array_info, episode_status, final_info, reset_info
 from composition_gym.expert import next_token
 from composition_gym.grammar import EOS_EVENT, LETTER_EVENT, STEP_EVENT, TAG_EVENT, VALUE, TraceStates
 
@@ -72,6 +72,12 @@ class CompositionVectorEnv(VectorEnv):
     ``info["action_mask"]`` is ``(num_envs, V)``.  Rows that ended hold the final keys
     (``is_success``, ``all_steps_correct``, ``malformed``, ``diagnosis``, ``trace``, …).
 
+    With ``info_mode="arrays"`` (:func:`composition_gym.env.array_info`) every key is present for
+    every row at every step, as a fixed-shape array (``(num_envs,)`` or ``(num_envs, D)``), and no
+    Python object or text is in it: what TorchRL's ``GymWrapper``, Tianshou-style collectors and
+    ``gymnasium.wrappers.vector`` batch without help.  A step builds these arrays from the batch
+    state directly (no per-row dict), except ``final_info`` under ``SAME_STEP``.
+
     ## Methods
 
     ``action_masks()``, ``expert_actions()``, ``problems`` (each row's hidden problem), and
@@ -89,17 +95,22 @@ class CompositionVectorEnv(VectorEnv):
     ``env_kwargs`` are :class:`~composition_gym.env.CompositionEnv`'s (``profile``, ``depth``,
     ``split``, ``trace_format``, ``process_reward``, ``format_penalty``, ``max_len``, …).
 
-    ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns one frame per row) or ``"human"``
-    (frames printed at every reset and step).
+    ``render_mode``: ``None``, ``"ansi"`` (``render()`` returns one text frame per row),
+    ``"human"`` (frames printed at every reset and step) or ``"rgb_array"`` (one image per row, as
+    ``SyncVectorEnv.render`` returns).
+
+    ``autoreset_mode`` is a keyword of ``gym.make_vec`` itself (``gym.make_vec(id, n,
+    autoreset_mode="SameStep")``): Gymnasium refuses ``vector_kwargs`` for every vector entry
+    point (they are ``SyncVectorEnv``'s and ``AsyncVectorEnv``'s arguments).
 
     ## Version History
 
     * v0: initial release.  Later additions leave v0 episodes unchanged: ``all_steps_correct``,
       non-empty masks for just-ended rows under ``NEXT_STEP``, ``call`` / ``get_attr`` /
-      ``set_attr``, ``render_mode="human"``.
+      ``set_attr``, ``render_mode="human"``, ``render_mode="rgb_array"``, ``info_mode="arrays"``.
     """
 
-    metadata = {"render_modes": ["ansi", "human"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+    metadata = {"render_modes": ["ansi", "human", "rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(
         self,
@@ -131,7 +142,7 @@ class CompositionVectorEnv(VectorEnv):
         self.action_space = batch_space(env.action_space, n)
 
         self.profile, self.max_len, self.grammar = env.profile, env.max_len, env.grammar
-        self._sampler, self._uses_y = env.sampler, env.profile.uses_y
+        self._sampler, self._uses_y, self._prompt_format = env.sampler, env.profile.uses_y, env.prompt_format
         self._cap = cap = env.profile.max_result_len
         self._segments = s = 1 if self.grammar.answer_only else max(env.support.depths)
 
@@ -159,6 +170,15 @@ class CompositionVectorEnv(VectorEnv):
         self._malformed = np.zeros(n, dtype=bool)
         self._ended = np.zeros(n, dtype=bool)  # the episode is over; awaits (auto)reset
         self._started = False
+        # Per row, for info_mode="arrays" and rgb_array frames: the final score of an ended episode,
+        # whether its last token was ungrammatical, its cascade's module ids.
+        self._arrays = env.info_mode == "arrays"
+        self._info_depth = d = env.info_depth
+        self._scores: list[Score | None] = [None] * n
+        self._bad_last = np.zeros(n, dtype=bool)
+        self._routing_ids = np.zeros((n, d), dtype=np.int64)
+        self._skill_ids = np.zeros((n, d), dtype=np.int64)
+        self._depth = np.zeros(n, dtype=np.int64)
 
     @property
     def scorer(self) -> Scorer:
@@ -185,7 +205,7 @@ class CompositionVectorEnv(VectorEnv):
             "action_masks": lambda: tuple(self.action_masks()),
             "expert_action": lambda: tuple(self.expert_actions().tolist()),
             "problem": lambda: tuple(self._problems),
-            "render": lambda: self.render() if self.render_mode == "ansi" else (None,) * self.num_envs,
+            "render": lambda: self.render() if self.render_mode in ("ansi", "rgb_array") else (None,) * self.num_envs,
         }
         if name in per_row:
             if args or kwargs:
@@ -260,6 +280,7 @@ class CompositionVectorEnv(VectorEnv):
         if options:
             raise ValueError(f"unknown reset option(s) {sorted(options)}; known: ['problem', 'reset_mask']")
         self._start_rows(rows, [seeds[i] for i in rows], problems)
+        self._started_rows(rows)
         self._started = True
         infos: dict[str, Any] = {}
         self._add_rows(infos, rows, self._reset_infos(rows))
@@ -296,7 +317,7 @@ class CompositionVectorEnv(VectorEnv):
                 if given is not None:
                     p = given
             if id(p) not in encoded:
-                ids, text = p.encode_prompt(self._uses_y)
+                ids, text = p.encode_prompt(self._uses_y, self._prompt_format)
                 if len(ids) + 2 > width:
                     raise ValueError(f"max_len={width} is too short for a prompt of {len(ids)} tokens")
                 expected = p.expected_segments(self.trace_format)
@@ -360,6 +381,7 @@ class CompositionVectorEnv(VectorEnv):
         if stepping.size:
             correct, malformed, term, trunc = self._advance(stepping, actions[stepping])
             terminated[stepping], truncated[stepping] = term, trunc
+            self._bad_last[stepping[malformed & ~trunc]] = True
             ended = stepping[term | trunc]
             final = self._final_infos(ended)
             success = np.zeros(n, dtype=bool)
@@ -376,9 +398,12 @@ class CompositionVectorEnv(VectorEnv):
             infos["final_info"] = final_infos
             infos["_final_info"] = infos["_final_obs"].copy()
             self._start_rows(ended, [None] * ended.size)
-            self._add_rows(infos, ended, self._reset_infos(ended))
+            self._started_rows(ended)
+            if not self._arrays:
+                self._add_rows(infos, ended, self._reset_infos(ended))
         elif ended.size:
-            self._add_rows(infos, ended, final)
+            if not self._arrays:
+                self._add_rows(infos, ended, final)
             if mode == AutoresetMode.NEXT_STEP:
                 # Their next action is ignored (they are reset then), but a sampler still needs a
                 # non-empty mask: give them the mask of a trace's first token.
@@ -386,7 +411,11 @@ class CompositionVectorEnv(VectorEnv):
         if resetting.any():
             rows = np.flatnonzero(resetting)
             self._start_rows(rows, [None] * rows.size)
-            self._add_rows(infos, rows, self._reset_infos(rows))
+            self._started_rows(rows)
+            if not self._arrays:
+                self._add_rows(infos, rows, self._reset_infos(rows))
+        if self._arrays:
+            infos.update(self._array_infos())
         infos["action_mask"] = self._mask.copy()
         infos["_action_mask"] = np.ones(n, dtype=bool)
         if self.render_mode == "human":
@@ -475,20 +504,60 @@ class CompositionVectorEnv(VectorEnv):
             infos["_" + key][rows] = True
 
     def _reset_infos(self, rows: np.ndarray) -> list[dict[str, Any]]:
+        if self._arrays:
+            return [array_info(self._mask[i], self._problems[i], [], None, self._info_depth) for i in rows.tolist()]
         return [{"action_mask": self._mask[i], **reset_info(self._problems[i], self._prompt_text[i])}
                 for i in rows.tolist()]
 
     def _final_infos(self, rows: np.ndarray) -> list[dict[str, Any]]:
         """The single environment's final info of each row, from the shared scorer."""
         out = []
+        closed = self._closed_correct() if self._arrays and rows.size else None
         for i in rows.tolist():
             k = int(self._written[i])
             written = [(tuple(self._wr_tags[i, j].tolist()) if self.grammar.tagged else (),
                         tuple(self._wr[i, j, : self._wr_len[i, j]].tolist())) for j in range(k)]
-            score = self.scorer.score(self._problems[i], written, bool(self._malformed[i]))
-            out.append({"action_mask": self._mask[i].copy(),
-                        **final_info(self._problems[i], self._prompt_text[i], score, self._trace_text(i))})
+            self._scores[i] = score = self.scorer.score(self._problems[i], written, bool(self._malformed[i]))
+            if self._arrays:
+                out.append(array_info(self._mask[i], self._problems[i], closed[i, :k].tolist(), score,
+                                      self._info_depth))
+            else:
+                out.append({"action_mask": self._mask[i].copy(),
+                            **final_info(self._problems[i], self._prompt_text[i], score, self._trace_text(i))})
         return out
+
+    def _started_rows(self, rows: np.ndarray) -> None:
+        """Per-episode facts of the rows just (re)started, for ``info_mode="arrays"`` and frames."""
+        self._bad_last[rows] = False
+        self._routing_ids[rows] = 0
+        self._skill_ids[rows] = 0
+        for i in rows.tolist():
+            self._scores[i] = None
+            cascade = self._problems[i].cascade
+            self._depth[i] = cascade.depth
+            self._routing_ids[i, : cascade.depth] = [T.ROUTING_IDS[r] for r in cascade.routings]
+            self._skill_ids[i, : cascade.depth] = [T.SKILL_IDS[s] for s in cascade.skills]
+
+    def _closed_correct(self) -> np.ndarray:
+        """``(num_envs, segments)``: segment ``k`` of the row is closed and equals its reference."""
+        closed = np.arange(self._segments) < self._written[:, None]
+        return closed & (self._wr_len == self._exp_len) & (self._wr == self._exp).all(axis=2)
+
+    def _array_infos(self) -> dict[str, Any]:
+        """Every row's :func:`~composition_gym.env.array_info`, built as arrays (all rows hold every key)."""
+        n = self.num_envs
+        step_correct = np.zeros((n, self._info_depth), dtype=bool)
+        step_correct[:, : self._segments] = self._closed_correct()
+        outcome = np.zeros((n, 3), dtype=bool)
+        for i, score in enumerate(self._scores):
+            if score is not None:
+                outcome[i] = score.is_success, score.all_steps_correct, score.malformed
+        infos = {"is_success": outcome[:, 0], "all_steps_correct": outcome[:, 1], "malformed": outcome[:, 2],
+                 "depth": self._depth.copy(), "steps_written": self._written.copy(), "step_correct": step_correct,
+                 "routing_ids": self._routing_ids.copy(), "skill_ids": self._skill_ids.copy()}
+        for key in list(infos):
+            infos["_" + key] = np.ones(n, dtype=bool)
+        return infos
 
     def _trace_text(self, i: int) -> str:
         """``T.decode`` of sub-environment ``i``'s trace so far."""
@@ -530,10 +599,12 @@ class CompositionVectorEnv(VectorEnv):
         """Each sub-environment's current problem (hidden from the agent)."""
         return list(self._problems)
 
-    def render(self) -> tuple[str, ...] | None:
-        """Each sub-environment's prompt, trace and cascade: returned (``"ansi"``) or printed (``"human"``)."""
+    def render(self) -> tuple[str, ...] | tuple[np.ndarray, ...] | None:
+        """Each sub-environment's frame: text (``"ansi"``), printed (``"human"``) or an image (``"rgb_array"``)."""
         if self.render_mode is None:
             return None
+        if self.render_mode == "rgb_array":
+            return self._frames()
         out = []
         for i, p in enumerate(self._problems):
             if p is None:
@@ -545,6 +616,26 @@ class CompositionVectorEnv(VectorEnv):
             sys.stdout.write("".join(f"[{i}] {frame}" for i, frame in enumerate(out)))
             return None
         return tuple(out)
+
+
+    def _frames(self) -> tuple[np.ndarray, ...]:
+        from composition_gym.render import FrameRenderer, TraceView
+
+        renderer = self._template._renderer
+        if renderer is None:
+            renderer = self._template._renderer = FrameRenderer.for_env(self.profile, self._info_depth, self.max_len)
+        closed = self._closed_correct()
+        frames = []
+        for i, p in enumerate(self._problems):
+            if p is None:
+                frames.append(renderer.draw(TraceView("(call reset() first)", (), (), "", "")))
+                continue
+            k = int(self._written[i])
+            view = TraceView(self._prompt_text[i], self._obs[i, self._trace_start[i] : self._pos[i]].tolist(),
+                             closed[i, :k].tolist(), p.cascade.key(),
+                             episode_status(self._scores[i], k, int(self._n_segments[i])), bool(self._bad_last[i]))
+            frames.append(renderer.draw(view))
+        return tuple(frames)
 
 
 _TEXT = ("",) + T.TOKENS[1:]  # token texts as decode writes them (<pad> is skipped)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from composition_gym import tokens as T
-from composition_gym.cascade import Cascade, _render_step
+from composition_gym.cascade import Cascade
 
 HEAD, TRACE = -1, -2
 BUCKETS = ("call", "other_calls", "input", "trace")
@@ -31,14 +31,7 @@ BUCKETS = ("call", "other_calls", "input", "trace")
 
 def call_owners(cascade: Cascade) -> list[int]:
     """The owning step (``1 … L``; ``0`` for the innermost ``X``) of each token of ``cascade.program()``."""
-    # The renderer splices the inner expression in unchanged, so tagged inner tokens come back
-    # tagged and every plain string is a token the current step added.
-    expr: list[Any] = [(T.VAR_X, 0)]
-    for t, (r, s) in enumerate(cascade.steps, 1):
-        expr = [tok if isinstance(tok, tuple) else (tok, t) for tok in _render_step(r, s, expr)]
-    if [tok for tok, _ in expr] != cascade.program():
-        raise AssertionError("call_owners disagrees with Cascade.program()")
-    return [owner for _, owner in expr]
+    return [owner for _, owner in cascade.program_owners()]
 
 
 def token_owners(sample: Any) -> np.ndarray:

@@ -10,55 +10,46 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
-from composition_gym.registration import env_id, resolve_env_id, resolve_env_ids, short_name, suite
+from composition_gym.config import Config, bounded
+from composition_gym.registration import resolve_env_id, resolve_env_ids, short_name, suite
 
 
 def _default_envs() -> list[str]:
     return suite("id") + suite("ood")
 
 
-@dataclass
-class DiagnoseConfig:
-    """What :func:`diagnose` measures, and on how many episodes.
+@dataclass(frozen=True)
+class DiagnoseConfig(Config):
+    """What :func:`diagnose` measures, and on how many episodes."""
 
-    Attributes:
-        env_ids: envs for the anatomy, the probe test sets and the attention read-out (default:
-            the small profile's ID then OOD suites).
-        fit_env: the ID env whose traces train the probes.
-        episodes: anatomy episodes per env (the agent's own greedy rollouts).
-        probe_episodes: probe training traces (``fit_env``); ``probe_test_episodes`` per test env.
-        attention_episodes: traces per env for the attention read-out.
-        source: traces read by probes and attention: ``"expert"`` (teacher-forced reference) or
-            ``"model"`` (the model's own rollouts).
-        seed: episode ``i`` resets with ``seed + i`` (probe test sets with ``seed + 1_000_003 + i``).
-        probes, attention: run those read-outs (they need a transformer).
-    """
-
-    env_ids: list[str] = field(default_factory=_default_envs)
-    fit_env: str = field(default_factory=lambda: env_id("Compose-L3"))
-    episodes: int = 200
-    probe_episodes: int = 300
-    probe_test_episodes: int = 200
-    attention_episodes: int = 100
-    source: str = "expert"
+    env_ids: tuple[str, ...] = ()
+    """Envs of the anatomy, the probe test sets and the attention read-out (default: the ID then OOD suites)."""
+    fit_env: str = "Compose-L3"
+    """The ID env whose traces train the probes."""
+    episodes: int = bounded(200, ge=1)
+    """Anatomy episodes per env (the agent's own greedy rollouts)."""
+    probe_episodes: int = bounded(300, ge=2)
+    """Probe training traces (fit_env)."""
+    probe_test_episodes: int = bounded(200, ge=1)
+    """Probe test traces per env."""
+    attention_episodes: int = bounded(100, ge=1)
+    """Traces per env for the attention read-out."""
+    source: Literal["expert", "model"] = "expert"
+    """Traces read by probes and attention: the teacher-forced reference or the model's own rollouts."""
     seed: int = 0
+    """Episode i resets with seed + i (probe test sets with seed + HELDOUT + i)."""
     probes: bool = True
+    """Linear probes of skill, routing and step per layer (a transformer only)."""
     attention: bool = True
+    """Attention to each step's own call (a transformer only)."""
 
-    def validate(self) -> None:
-        """Resolve the env ids; ``ValueError`` naming the first bad field."""
-        self.env_ids = resolve_env_ids(self.env_ids)
-        self.fit_env = resolve_env_id(self.fit_env)
-        for name in ("episodes", "probe_test_episodes", "attention_episodes"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.probe_episodes < 2:
-            raise ValueError(f"probe_episodes must be >= 2, got {self.probe_episodes}")
-        if self.source not in ("expert", "model"):
-            raise ValueError(f"source must be 'expert' or 'model', got {self.source!r}")
+    def resolved(self) -> DiagnoseConfig:
+        """The same settings with every id resolved to its registered name (the suites when none given)."""
+        return self.replace(env_ids=tuple(resolve_env_ids(list(self.env_ids) or _default_envs())),
+                            fit_env=resolve_env_id(self.fit_env))
 
 
 def as_lm(model: Any) -> Any | None:
@@ -78,22 +69,30 @@ def as_lm(model: Any) -> Any | None:
     return None
 
 
-def diagnose(model: Any, config: DiagnoseConfig | None = None) -> dict[str, Any]:
+def diagnose(model: Any, config: DiagnoseConfig | None = None, *, threads: int | None = None) -> dict[str, Any]:
     """Anatomy of ``model``'s errors, and (for a transformer) probes and attention to the call.
 
     Args:
         model: a :class:`TransformerLM`, an SB3 model or any agent (anatomy only for agents that
             hold no transformer).
         config: what to measure (default :class:`DiagnoseConfig`).
+        threads: torch threads (``None``: the project's policy,
+            :func:`~composition_gym.agents.settings.resolve_threads`); restored afterwards.
 
     Returns a JSON-able dict: ``config``, ``anatomy`` (:meth:`Anatomy.to_dict`), ``probes``
     (:func:`~composition_gym.agents.diagnostics.probes.run_probes`, or ``None``) and
     ``attention`` (per env short name, :func:`attention_to_calls` plus ``summary``, or ``None``).
     """
+    from composition_gym.agents.settings import torch_threads
+
+    config = (config or DiagnoseConfig()).resolved()
+    with torch_threads(threads):
+        return _diagnose(model, config)
+
+
+def _diagnose(model: Any, config: DiagnoseConfig) -> dict[str, Any]:
     from composition_gym.agents.diagnostics.anatomy import error_anatomy
 
-    config = config or DiagnoseConfig()
-    config.validate()
     lm = as_lm(model)
     out: dict[str, Any] = {"config": asdict(config), "probes": None, "attention": None}
     out["anatomy"] = error_anatomy(lm if lm is not None else model, config.env_ids, config.episodes, config.seed).to_dict()

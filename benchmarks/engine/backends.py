@@ -9,8 +9,12 @@ redoes only the runs that had not finished.
 
 Backends:
 
-- :func:`run_local` (default): ``workers`` spawned processes with one torch thread each, runs
-  submitted as soon as their dependencies finish; ``workers=1`` runs in this process.
+- :func:`run_local` (default): ``workers`` spawned processes with one torch thread each (the
+  project's thread policy, :func:`composition_gym.threads.resolve_threads`, with a default of 1:
+  ``COMPGYM_THREADS`` or ``threads=`` change it), runs submitted as soon as their dependencies
+  finish; ``workers=1`` runs in this process.  Workers never outlive the driver: SIGINT or SIGTERM
+  of the driver stops them within seconds (a run that checkpoints writes its checkpoint first), a
+  second signal exits at once, and a worker whose driver died (SIGKILL) exits by itself.
 - :func:`~.ray_backend.run_ray`: one Ray Tune trial per run, in phases by dependency depth (Tune
   has no dependencies between trials); ``address`` joins an existing cluster, CPUs/GPUs per trial
   are settable, each trial reports its metrics as it goes (``ctx.report``) and its final result.
@@ -25,6 +29,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import os
+import signal
 import sys
 import time
 import traceback
@@ -35,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from composition_gym.benchmarks.engine.store import RunStore, host, run_key
+from composition_gym.threads import resolve_threads, thread_scope
 
 BACKENDS = ("local", "ray")
 
@@ -117,34 +123,30 @@ def resolve_fn(name: str) -> Callable[[Mapping[str, Any], RunContext], dict[str,
     return fn
 
 
+#: A run's torch threads when neither ``threads=`` nor ``COMPGYM_THREADS`` says otherwise: runs
+#: share few cores, and a record should not depend on how many were idle when it ran.
+RUN_THREADS = 1
+
+
 def execute(spec: RunSpec, store: RunStore | str | os.PathLike, specs: Mapping[str, RunSpec] | None = None,
-            reporter: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run ``spec`` unless its record exists, write the record atomically, and return it."""
+            reporter: Callable[[dict[str, Any]], None] | None = None, threads: int | None = None) -> dict[str, Any]:
+    """Run ``spec`` unless its record exists, write the record atomically, and return it.
+
+    The run gets ``resolve_threads(threads, default=RUN_THREADS)`` torch threads (torch is not
+    imported for this: a worker loads it only if its run does), recorded as ``threads``.
+    """
     store = store if isinstance(store, RunStore) else RunStore(store)
     if store.done(spec.key):
         return store.load(spec.key)
-    _single_thread()
     ctx = RunContext(spec, store, specs or {}, reporter)
-    t0 = time.perf_counter()
-    result = resolve_fn(spec.fn)(dict(spec.config), ctx)
+    with thread_scope(threads, default=RUN_THREADS) as n:
+        t0 = time.perf_counter()
+        result = resolve_fn(spec.fn)(dict(spec.config), ctx)
     record = {"key": spec.key, "fn": spec.fn, "name": spec.name, "config": dict(spec.config),
               "deps": list(spec.deps), "result": result, "seconds": round(time.perf_counter() - t0, 3),
-              "host": host(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "threads": n, "host": host(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     store.save(record)
     return record
-
-
-def _single_thread() -> None:
-    """One torch thread per run: runs share few cores, and results must not depend on the thread count.
-
-    Torch is not imported for this (seconds per worker process): where it is not loaded yet, the
-    environment variables make it start with one thread when the run imports it.
-    """
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        torch.set_num_threads(1)
 
 
 def check_graph(specs: Sequence[RunSpec]) -> dict[str, RunSpec]:
@@ -201,7 +203,7 @@ class _Inline:
         fut: Future = Future()
         try:
             fut.set_result(fn(*args))
-        except BaseException as exc:  # noqa: BLE001 (re-raised through fut.result())
+        except Exception as exc:  # noqa: BLE001 (re-raised through fut.result()); Ctrl-C goes straight up
             fut.set_exception(exc)
         return fut
 
@@ -209,36 +211,150 @@ class _Inline:
         """Nothing runs in the background."""
 
 
-def _execute_in_worker(spec: RunSpec, root: str, specs: Mapping[str, RunSpec]) -> dict[str, Any]:
-    return execute(spec, root, specs)
+# ---------------------------------------------------------------------------- worker lifetime
+#: Seconds a stopped worker gets to finish its step and write its checkpoint before SIGKILL.
+STOP_GRACE_S = 10.0
+
+_IN_RUN = False  # in a worker: is a run executing (SIGTERM then interrupts it) or is it idle?
 
 
-def run_local(specs: Sequence[RunSpec], store: RunStore, *, workers: int = 1, progress: Any = None) -> None:
+def _worker_init() -> None:
+    """Set up a spawned worker: the driver decides when to stop, and the worker dies with it.
+
+    SIGINT is ignored (Ctrl-C reaches the whole process group; the driver then stops the workers
+    itself, so a run is not cut twice); SIGTERM interrupts a run (``KeyboardInterrupt``, which a
+    trainer turns into a checkpoint) or ends an idle worker at once.  A thread watches the driver
+    (:func:`exit_with_parent`).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _worker_sigterm)
+    parent = multiprocessing.parent_process()
+    if parent is not None:
+        exit_with_parent(parent.sentinel)
+
+
+def _worker_sigterm(signum: int, frame: Any) -> None:
+    if _IN_RUN:
+        raise KeyboardInterrupt
+    os._exit(128 + signum)
+
+
+def exit_with_parent(handle: Any) -> None:
+    """End this process when ``handle`` becomes readable: a process sentinel (ready when that
+    process has died) or the read end of a pipe whose writer is the parent (EOF when it died).
+
+    A driver killed with SIGKILL cannot stop its workers; without this they block forever on a
+    pipe read (each holding ~450 MB after a reproduction run).  The process first gets a SIGTERM
+    (a run may write its checkpoint), and is ended :data:`STOP_GRACE_S` seconds later regardless.
+    """
+    import multiprocessing.connection
+    import threading
+
+    def watch() -> None:
+        multiprocessing.connection.wait([handle])
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(STOP_GRACE_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _execute_in_worker(spec: RunSpec, root: str, specs: Mapping[str, RunSpec], threads: int) -> dict[str, Any]:
+    global _IN_RUN
+    _IN_RUN = True
+    try:
+        return execute(spec, root, specs, threads=threads)
+    except KeyboardInterrupt:
+        os._exit(128 + signal.SIGTERM)  # stopped by the driver: its own checkpoints are written
+    finally:
+        _IN_RUN = False
+
+
+def _execute_inline(spec: RunSpec, root: str, specs: Mapping[str, RunSpec], threads: int) -> dict[str, Any]:
+    return execute(spec, root, specs, threads=threads)
+
+
+class _DriverSignals:
+    """While the driver waits on its workers: SIGTERM stops it like Ctrl-C (``KeyboardInterrupt``),
+    so its workers are stopped too; after a first signal, a second one exits at once."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _DriverSignals:
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.count += 1
+        if self.count > 1:
+            print("compgym: second interrupt, exiting at once", file=sys.stderr, flush=True)
+            os._exit(130)
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def stop_workers(executor: Any) -> int:
+    """SIGTERM every live worker of ``executor``, SIGKILL those still alive after
+    :data:`STOP_GRACE_S` seconds; return how many were stopped."""
+    # ProcessPoolExecutor has no public list of its processes; _processes has held it since 3.2.
+    procs = [p for p in (getattr(executor, "_processes", None) or {}).values() if p.is_alive()]
+    for p in procs:
+        p.terminate()
+    deadline = time.monotonic() + STOP_GRACE_S
+    for p in procs:
+        p.join(max(0.0, deadline - time.monotonic()))
+    for p in procs:
+        if p.is_alive():
+            p.kill()
+            p.join(5)
+    return len(procs)
+
+
+# ---------------------------------------------------------------------------- the local backend
+def run_local(specs: Sequence[RunSpec], store: RunStore, *, workers: int = 1, progress: Any = None,
+              threads: int | None = None) -> None:
     """Run every unfinished spec on ``workers`` processes, each as soon as its dependencies are done.
 
     A failing run does not stop the others (runs that depend on it are skipped);
     :class:`RunFailed` is raised at the end.  ``progress`` receives ``started/finished/failed``.
+    ``threads``: torch threads per run (default: ``COMPGYM_THREADS``, else :data:`RUN_THREADS`).
+    On SIGINT or SIGTERM the workers are stopped (see the module docstring) and
+    ``KeyboardInterrupt`` propagates; finished runs stay stored.
     """
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    n_threads = resolve_threads(threads, default=RUN_THREADS)
     by_key = check_graph(specs)
     waiting = [s for s in specs if not store.done(s.key)]
     failures: dict[str, str] = {}
-    torch_threads = _torch_threads()
     executor: Any = _Inline() if workers == 1 else ProcessPoolExecutor(
-        workers, mp_context=multiprocessing.get_context("spawn"))
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init)
+    # In this process a Ctrl-C must reach the caller; a worker turns it into its exit.
+    job = _execute_inline if workers == 1 else _execute_in_worker
     pending: dict[Future, RunSpec] = {}
     # Runs that others wait for start first (an SFT run before the RL arms of an earlier seed), so
     # a slow arm never holds a worker while the next seed's SFT, and everything after it, waits.
     dependents = {key: sum(key in s.deps for s in specs) for key in by_key}
+    signals = _DriverSignals()
     try:
+        signals.__enter__()
         while waiting or pending:
             ready = sorted((s for s in waiting if all(store.done(d) for d in s.deps)), key=lambda s: -dependents[s.key])
             for spec in ready[: max(1, workers - len(pending))]:
                 waiting.remove(spec)
                 if progress is not None:
                     progress.started(spec)
-                pending[executor.submit(_execute_in_worker, spec, str(store.root), by_key)] = spec
+                pending[executor.submit(job, spec, str(store.root), by_key, n_threads)] = spec
             blocked = [s for s in waiting if any(d in failures for d in s.deps)]
             for spec in blocked:
                 waiting.remove(spec)
@@ -258,30 +374,34 @@ def run_local(specs: Sequence[RunSpec], store: RunStore, *, workers: int = 1, pr
                     failures[spec.key] = "".join(traceback.format_exception(exc))
                     if progress is not None:
                         progress.failed(spec, exc)
+    except BaseException:
+        stopped = stop_workers(executor)
+        if stopped:
+            print(f"stopped {stopped} worker(s); finished runs are stored in {store.root}, the same command "
+                  "resumes", file=sys.stderr, flush=True)
+        raise
     finally:
         executor.shutdown(cancel_futures=True)
-        _set_torch_threads(torch_threads)
+        signals.__exit__()
     raise_failures(failures, by_key)
 
 
-def _torch_threads() -> int | None:
-    torch = sys.modules.get("torch")
-    return None if torch is None else torch.get_num_threads()
-
-
-def _set_torch_threads(n: int | None) -> None:
-    torch = sys.modules.get("torch")
-    if n is not None and torch is not None:
-        torch.set_num_threads(n)
-
-
 def run(specs: Sequence[RunSpec], store: RunStore, *, backend: str = "local", workers: int = 1,
-        ray_options: Any = None, progress: Any = None, name: str = "sweep") -> list[dict[str, Any]]:
-    """Run ``specs`` on ``backend`` (skipping finished ones) and return every record, in ``specs`` order."""
+        ray_options: Any = None, progress: Any = None, name: str = "sweep",
+        threads: int | None = None) -> list[dict[str, Any]]:
+    """Run ``specs`` on ``backend`` (skipping finished ones) and return every record, in ``specs`` order.
+
+    When some runs are already finished (a re-run of a killed command), it says so on stderr:
+    ``resuming: K of N runs already finished in STORE``.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    finished = already_done(specs, store)
+    if finished:
+        print(f"resuming: {len(finished)} of {len(specs)} runs already finished in {store.root}",
+              file=sys.stderr, flush=True)
     if backend == "local":
-        run_local(specs, store, workers=workers, progress=progress)
+        run_local(specs, store, workers=workers, progress=progress, threads=threads)
     else:
         from composition_gym.benchmarks.engine.ray_backend import run_ray
 

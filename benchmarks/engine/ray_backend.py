@@ -17,35 +17,23 @@ from typing import Any
 
 from composition_gym.benchmarks.engine.backends import RunSpec, raise_failures, check_graph, execute, phases
 from composition_gym.benchmarks.engine.store import RunStore
+from composition_gym.config import Config, bounded
 
 
 @dataclass(frozen=True)
-class RayOptions:
-    """How the Ray backend runs trials.
-
-    Attributes:
-        address: an existing cluster to join (``"auto"``, ``"ray://host:10001"``); ``None`` starts a
-            local Ray with ``num_cpus`` CPUs.
-        cpus_per_trial, gpus_per_trial: resources each trial reserves (fractions allowed).
-        max_concurrent: trials at once (``None``: as many as resources allow).
-        num_cpus: CPUs of the local Ray started when ``address`` is ``None`` (default: all).
-    """
+class RayOptions(Config):
+    """How the Ray backend runs trials."""
 
     address: str | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    max_concurrent: int | None = None
-    num_cpus: int | None = None
-
-    def validate(self) -> None:
-        """``ValueError`` naming the first impossible field."""
-        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
-            raise ValueError(f"need cpus_per_trial > 0 and gpus_per_trial >= 0, got {self.cpus_per_trial}, "
-                             f"{self.gpus_per_trial}")
-        for name in ("max_concurrent", "num_cpus"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or None, got {value!r}")
+    """An existing cluster to join ("auto", "ray://host:10001"); None starts a local Ray."""
+    cpus_per_trial: float = bounded(1.0, gt=0)
+    """CPUs each trial reserves (fractions allowed)."""
+    gpus_per_trial: float = bounded(0.0, ge=0)
+    """GPUs each trial reserves (fractions allowed)."""
+    max_concurrent: int | None = bounded(None, ge=1)
+    """Trials at once (None: as many as resources allow)."""
+    num_cpus: int | None = bounded(None, ge=1)
+    """CPUs of the local Ray started when address is None (None: all)."""
 
 
 def _ray_trainable(param: dict[str, Any], *, specs: Mapping[str, RunSpec], root: str) -> dict[str, Any]:

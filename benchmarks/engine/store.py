@@ -18,10 +18,11 @@ import hashlib
 import json
 import os
 import socket
-import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
+
+from composition_gym.atomic import atomic_write
 
 #: Bump when the meaning of a record changes: old records then no longer count as finished.
 RECORD_VERSION = 1
@@ -39,19 +40,9 @@ def run_key(fn: str, config: Mapping[str, Any]) -> str:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part
+    (:func:`composition_gym.atomic.atomic_write`, kept under this name for the callers)."""
+    atomic_write(path, text)
 
 
 class RunStore:

@@ -1,251 +1,293 @@
-"""The paper's protocol as runs: SFT on a family's coverage set, then RL arms from that checkpoint.
+"""The paper's protocol as runs: SFT on a family's coverage set, then arms from that checkpoint.
 
-One *cell* is a setting of the knobs that shape SFT's reachable headroom (split family, SFT
-budget, exposure of held-out compositions, trace format, model size); per cell and seed:
+One :class:`~.cells.Cell` is a setting of the knobs; per cell and seed:
 
-- an **SFT run** (:func:`sft_run`): behaviour cloning on the family's depth-mixed coverage set,
-  evaluated — it is the ``sft`` condition and leaves its checkpoint for the RL arms;
-- one **RL run** per arm (:func:`rl_run`), all from that checkpoint with the same budget in
-  *episodes*: the group-relative trainer on atomic problems, on the SFT compositions or beyond
-  the SFT support, and SB3 MaskablePPO on the SFT compositions as the baseline.
+- an **SFT run** (:func:`sft_run`): optionally the controlled prior first (behavior cloning on
+  programs built only from skills held out of every later stage), then behavior cloning on the
+  family's depth-mixed coverage set, evaluated — it is the ``sft`` condition and leaves its
+  checkpoint for the arms;
+- one **arm run** per condition (:func:`rl_run`), all from that checkpoint with the same budget
+  in *episodes*: the group-relative trainer on atomic problems, on the SFT compositions or beyond
+  the SFT support (:attr:`~.cells.Cell.rl_target`), SB3 MaskablePPO on the SFT compositions as
+  the baseline, and behavior cloning continued on exactly the problems the beyond arm saw (the
+  matched-data control).  The trainer is looked up in
+  :data:`composition_gym.agents.trainers.TRAINERS`.
 
 Every run is evaluated on the family's sets (the same problems for every condition of a seed):
-greedy, sampled and pass@k success and all-steps-correct, per set.  :func:`cell_specs` turns a
-cell into :class:`~composition_gym.benchmarks.engine.backends.RunSpec` objects for any backend; the run
-functions are the only code here that trains.
+greedy, sampled and pass@k success and all-steps-correct, per set; and it records, by cascade key,
+how many evaluated problems any of its training stages could have drawn (:func:`leakage`).
+:func:`cell_specs` turns a cell into :class:`~composition_gym.benchmarks.engine.backends.RunSpec`
+objects for any backend; the run functions are the only code here that trains.  They import the
+agents inside the functions, so building a command line or a grid never loads torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
+from composition_gym.agents import seeds
+from composition_gym.agents.settings import BC_PRESETS, PPO_PRESETS, BCConfig, GRPOConfig, PPOConfig
 from composition_gym.benchmarks.engine.backends import RunContext, RunSpec
-from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES, VERSION
 from composition_gym.benchmarks.engine.store import run_key
+from composition_gym.benchmarks.experiment.cells import Cell, family_ids
+from composition_gym.benchmarks.experiment.claims import CONDITIONS, ENV_VERSION, FAMILIES
+from composition_gym.config import Config, bounded
 
 SFT_FN = "composition_gym.benchmarks.experiment.protocol:sft_run"
 RL_FN = "composition_gym.benchmarks.experiment.protocol:rl_run"
-EVAL_SEED_OFFSET = 100_000  # evaluation problems never coincide with a training seed's
-TRACE_FORMATS = ("values", "tagged")
+#: The controlled prior's skills: six permutation-like skills of the paper profile that the small
+#: profile never uses (held out of every later stage, so the prior teaches how programs of the same
+#: routings compose, not the target modules).
+PRIOR_SKILLS = ("SortDesc", "Rot2", "RotR", "Unshift", "HalfSwap", "Riffle")
 
 
 @dataclass(frozen=True)
-class Budget:
-    """How much training and evaluation each run gets (one home for every budget number).
+class Budget(Config):
+    """How much training and evaluation each run gets, besides the cell's SFT and RL episodes."""
 
-    Attributes:
-        sft_episodes: expert episodes behaviour cloning trains on (the SFT data set).
-        sft_epochs: passes over them (fractions allowed).
-        rl_episodes: episodes of RL per arm, equal for every arm and trainer.
-        eval_episodes: problems per evaluation set and run.
-        samples: samples per problem for sampled success and pass@k (k = ``samples``).
-        temperature: sampling temperature of the evaluation.
-        diag_episodes: episodes per evaluation set for the module diagnostics of each run
-            (:mod:`composition_gym.agents.diagnostics`: error anatomy, probes, attention to the
-            call); 0 skips them.
-        bc: further keyword arguments of :func:`composition_gym.agents.behavior_cloning`.
-        grpo: :class:`composition_gym.agents.grpo.GRPOConfig` fields (``iterations`` is derived
-            from ``rl_episodes``).
-        ppo: further keyword arguments of :func:`composition_gym.agents.train_ppo`.
-        model: :class:`composition_gym.agents.TransformerConfig` fields replacing BC's default.
-    """
+    sft_epochs: float = bounded(12.8, gt=0)
+    """Passes over the SFT data (fractions allowed)."""
+    bc_preset: Literal[tuple(BC_PRESETS)] = "reproduce"
+    """BC preset whose optimizer settings SFT uses (its episodes and epochs are the cell's and the budget's)."""
+    bc_heldout: int | None = bounded(None, ge=0)
+    """Held-out episodes behavior cloning checks itself on (None: the preset's)."""
+    eval_episodes: int = bounded(200, ge=1)
+    """Problems per evaluation set and run."""
+    samples: int = bounded(8, ge=1)
+    """Samples per problem for sampled success and pass@k (k = samples)."""
+    temperature: float = bounded(1.0, gt=0)
+    """Sampling temperature of the evaluation."""
+    diag_episodes: int = bounded(100, ge=0)
+    """Episodes per evaluation set for the module diagnostics of each run (0 skips them)."""
+    grpo: GRPOConfig = GRPOConfig(problems_per_iter=64, group_size=8, lr=1e-4, minibatch_size=512)
+    """Group-relative arms (iterations follow from the cell's rl_episodes; process reward is the cell's)."""
+    ppo: PPOConfig = PPO_PRESETS["finetune"]
+    """The MaskablePPO arm."""
+    matched_epochs: float = bounded(4.0, gt=0)
+    """Passes of the matched-data SFT control over the beyond arm's problems."""
+    prior_episodes: int = bounded(20_000, ge=1)
+    """Expert episodes of the controlled prior (cells with prior)."""
+    prior_epochs: float = bounded(19.2, gt=0)
+    """Passes over the prior's data."""
+    prior_depth: int = bounded(6, ge=1)
+    """The prior's programs have depths 1 to this."""
 
-    sft_episodes: int
-    sft_epochs: float
-    rl_episodes: int
-    eval_episodes: int
-    samples: int = 8
-    temperature: float = 1.0
-    diag_episodes: int = 100
-    bc: dict[str, Any] = field(default_factory=dict)
-    grpo: dict[str, Any] = field(default_factory=dict)
-    ppo: dict[str, Any] = field(default_factory=dict)
-    model: dict[str, Any] = field(default_factory=dict)
-
-    def validate(self) -> None:
-        """Raise ``ValueError`` naming the first impossible field."""
-        for name in ("sft_episodes", "rl_episodes", "eval_episodes", "samples"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"budget.{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.diag_episodes, int) or isinstance(self.diag_episodes, bool) or self.diag_episodes < 0:
-            raise ValueError(f"budget.diag_episodes must be an integer >= 0, got {self.diag_episodes!r}")
-        for name in ("sft_epochs", "temperature"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"budget.{name} must be a positive number, got {value!r}")
-        if self.grpo:  # a bad trainer setting fails here, not minutes later inside a worker
-            from composition_gym.agents.grpo import GRPOConfig
-
-            if "iterations" in self.grpo:
-                raise ValueError("budget.grpo cannot set iterations: they follow from rl_episodes / "
-                                 "(problems_per_iter x group_size), equal for every arm")
-
-            try:
-                GRPOConfig(**self.grpo).validate()
-            except TypeError:
-                known = sorted(GRPOConfig().to_dict())
-                raise ValueError(f"budget.grpo has unknown field(s) {sorted(set(self.grpo) - set(known))}; "
-                                 f"known: {known}") from None
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        default = GRPOConfig()
+        if self.grpo.iterations != default.iterations:
+            raise ValueError("budget grpo.iterations is not settable: iterations follow from the cell's rl_episodes / "
+                             "(problems_per_iter x group_size), equal for every arm")
+        if self.grpo.process_reward != default.process_reward:
+            raise ValueError("budget grpo.process_reward is not settable: the process reward is the cell's "
+                             "process_reward (a sweep axis)")
 
 
-def _bc_budget(preset: str, **bc: Any) -> dict[str, Any]:
-    """SFT fields of a :class:`Budget` from the agents' named BC preset (one home for BC budgets)."""
-    from composition_gym.agents.settings import BC_PRESETS
+@dataclass(frozen=True)
+class Preset:
+    """A named starting point of ``compgym reproduce`` / ``sweep``: a budget and a cell."""
 
-    return {"sft_episodes": BC_PRESETS[preset].episodes, "sft_epochs": BC_PRESETS[preset].epochs,
-            "bc": {"settings": preset, **bc}}
+    budget: Budget
+    cell: Cell
 
 
-_TINY = Budget(**_bc_budget("tiny", eval_episodes=0), rl_episodes=32, eval_episodes=4, samples=4, diag_episodes=2,
-               grpo={"problems_per_iter": 4, "group_size": 4},
-               ppo={"n_steps": 16, "batch_size": 32, "n_epochs": 1, "n_envs": 2})
-#: Budgets by profile and name.  ``tiny`` is plumbing only (seconds per run).  ``small/default``
-#: is the regime of ``make reproduce`` (chosen from the measurements in the README, "Reproducing"):
+_TINY = Preset(Budget(sft_epochs=1.0, bc_preset="tiny", bc_heldout=0, eval_episodes=4, samples=4, diag_episodes=2,
+                      grpo=GRPOConfig(problems_per_iter=4, group_size=4),
+                      ppo=PPOConfig(n_steps=16, batch_size=32, n_epochs=1, n_envs=2),
+                      matched_epochs=1.0, prior_episodes=32, prior_epochs=1.0, prior_depth=4),
+               Cell(sft_episodes=64, rl_episodes=32))
+#: Presets by profile and name.  ``tiny`` is plumbing only (seconds per run).  ``small/default``
+#: is the regime of ``make reproduce`` (chosen from the measurements in docs/results/probes.md):
 #: the agents' ``reproduce`` BC preset's 12.8 epochs over 14,000 expert episodes of the depth-mixed
 #: set, where SFT leaves the most reachable headroom at L=3 we measured (pass@8 - greedy of
 #: 15-18 points; 10k episodes solve almost nothing at L=3, 20k leave less); 8,192 RL episodes per
 #: arm (16 group-relative iterations of 64 problems x 8 samples at lr 1e-4, one update of 512
 #: completions each: lr 2e-4 lowered greedy success by 6-10 points from a 20k-episode SFT, and
-#: larger rates or more updates per batch collapsed it); MaskablePPO gets as many episodes, which is what bounds the budget: on 2
-#: cores its arm is the slowest run.  200 problems per evaluation set with 8 samples each.
-#: ``paper/default`` is a starting point for a GPU, not a tuned budget.
-BUDGETS: dict[str, dict[str, Budget]] = {
-    "small": {
-        "tiny": _TINY,
-        "default": Budget(**_bc_budget("reproduce"), rl_episodes=8_192, eval_episodes=200,
-                          grpo={"problems_per_iter": 64, "group_size": 8, "lr": 1e-4, "minibatch_size": 512}),
-    },
+#: larger rates or more updates per batch collapsed it); MaskablePPO gets as many episodes, which
+#: is what bounds the budget: on 2 cores its arm is the slowest run.  200 problems per evaluation
+#: set with 8 samples each.  ``paper/default`` is a starting point for a GPU, not a tuned budget.
+PRESETS: dict[str, dict[str, Preset]] = {
+    "small": {"tiny": _TINY, "default": Preset(Budget(), Cell())},
     "paper": {
         "tiny": _TINY,
-        "default": Budget(sft_episodes=100_000, sft_epochs=20, rl_episodes=262_144, eval_episodes=500,
-                          bc={"settings": "reproduce"}, grpo={"problems_per_iter": 256, "group_size": 8},
-                          ppo={"n_envs": 16}),
+        "default": Preset(Budget(sft_epochs=20, eval_episodes=500, grpo=GRPOConfig(problems_per_iter=256, group_size=8),
+                                 ppo=PPOConfig(n_envs=16)),
+                          Cell(sft_episodes=100_000, rl_episodes=262_144)),
     },
 }
+PROFILES = tuple(PRESETS)
 
 
-def resolve_budget(profile: str, budget: str | Budget, overrides: Mapping[str, Any] | None = None) -> Budget:
-    """The :class:`Budget` named ``budget`` for ``profile`` (or ``budget`` itself), with ``overrides``.
-
-    An override of a dict field (``bc``, ``grpo``, ``ppo``, ``model``) updates the preset's dict key by
-    key, so ``{"grpo": {"lr": 5e-5}}`` keeps the preset's group size; other fields are replaced.
-    """
-    if profile not in BUDGETS:
-        raise ValueError(f"unknown profile {profile!r}; known: {sorted(BUDGETS)}")
-    if isinstance(budget, str):
-        if budget not in BUDGETS[profile]:
-            raise ValueError(f"unknown budget {budget!r}; known: {sorted(BUDGETS[profile])}")
-        budget = BUDGETS[profile][budget]
-    if overrides:
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(Budget)}
-        if unknown:
-            raise ValueError(f"unknown budget field(s) {sorted(unknown)}; known: "
-                             f"{[f.name for f in dataclasses.fields(Budget)]}")
-        merged = {k: ({**getattr(budget, k), **v} if isinstance(getattr(budget, k), dict) else v)
-                  for k, v in overrides.items()}
-        budget = dataclasses.replace(budget, **merged)
-    budget.validate()
-    return budget
+def preset(profile: str, name: str) -> Preset:
+    """The :class:`Preset` ``name`` of ``profile`` (one-line ``ValueError`` for unknown names)."""
+    if profile not in PRESETS:
+        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PRESETS)}")
+    if name not in PRESETS[profile]:
+        raise ValueError(f"unknown budget {name!r}; known: {sorted(PRESETS[profile])}")
+    return PRESETS[profile][name]
 
 
 # ---------------------------------------------------------------------------- cells -> runs
-def cell_specs(cell: Mapping[str, Any], seeds: Sequence[int], budget: Budget, conditions: Sequence[str],
-               *, profile: str = "small", version: str = VERSION, device: str = "cpu") -> list[RunSpec]:
-    """The runs of one cell: an SFT run per seed and, after it, one RL run per RL condition.
+def applies(cond: str, cell: Cell) -> bool:
+    """Whether condition ``cond`` has a training set in ``cell`` (its family and RL target)."""
+    c = CONDITIONS[cond]
+    if c.trainer is None:
+        return True
+    fam = FAMILIES[cell.family]
+    return cell.rl_target in fam.beyond if c.rl_set == "beyond" else c.rl_set in fam.rl
 
-    ``cell`` holds ``family``, ``trace_format``, ``exposure`` (``None`` where the family has no
-    exposure knob), ``sft_episodes`` and ``d_model`` (``None``: BC's default); conditions the
-    family has no training set for are left out.
+
+def sft_config(cell: Cell, seed: int, budget: Budget, *, profile: str, version: str, device: str) -> dict[str, Any]:
+    """The SFT run's config: what its key hashes and what :func:`sft_run` reads."""
+    bc = BC_PRESETS[budget.bc_preset].replace(episodes=cell.sft_episodes, epochs=budget.sft_epochs,
+                                              eval_episodes=budget.bc_heldout)
+    config = {"profile": profile, "version": version, "device": device, "seed": int(seed), **cell.stage_dict("sft"),
+              "bc": bc.to_dict(),
+              "eval": {"episodes": budget.eval_episodes, "samples": budget.samples, "temperature": budget.temperature,
+                       "diag_episodes": budget.diag_episodes}}
+    if cell.rl_target == "pairs":  # every condition of the cell is evaluated on the evaluation half
+        config["evaluation_half"] = True
+    if cell.prior:
+        config["prior_bc"] = bc.replace(episodes=budget.prior_episodes, epochs=budget.prior_epochs).to_dict()
+        config["prior_depth"] = budget.prior_depth
+    return config
+
+
+def arm_trainer_config(cond: str, cell: Cell, budget: Budget) -> dict[str, Any]:
+    """The trainer settings of condition ``cond``'s run (``ValueError`` when arms would get unequal budgets)."""
+    trainer = CONDITIONS[cond].trainer
+    per_iter = budget.grpo.problems_per_iter * budget.grpo.group_size
+    if trainer in ("grpo", "drgrpo", "rloo", "sft") and cell.rl_episodes % per_iter:
+        raise ValueError(f"rl_episodes={cell.rl_episodes} is not a multiple of problems_per_iter x group_size = "
+                         f"{per_iter}: arms would get unequal budgets")
+    if trainer == "sft":
+        # The beyond arm's problems, once each: RL saw each of them group_size times.
+        return BCConfig(episodes=cell.rl_episodes // budget.grpo.group_size, epochs=budget.matched_epochs,
+                        batch_size=BC_PRESETS[budget.bc_preset].batch_size, lr=BC_PRESETS[budget.bc_preset].lr,
+                        eval_episodes=0).to_dict()
+    if trainer == "maskable_ppo":
+        return budget.ppo.to_dict()
+    return budget.grpo.replace(iterations=cell.rl_episodes // per_iter, process_reward=cell.process_reward).to_dict()
+
+
+def cell_specs(cell: Cell, seeds_: Sequence[int], budget: Budget, conditions: Sequence[str], *, profile: str = "small",
+               version: str = ENV_VERSION, device: str = "cpu") -> list[RunSpec]:
+    """The runs of one cell: an SFT run per seed and, after it, one run per other condition.
+
+    Conditions that have no training set in the cell (see :func:`applies`) are left out.
     """
-    fam = FAMILIES[cell["family"]]
-    if cell["trace_format"] not in TRACE_FORMATS:
-        raise ValueError(f"unknown trace_format {cell['trace_format']!r}; choose from {TRACE_FORMATS}")
-    model = dict(budget.model)
-    if cell.get("d_model") is not None:
-        model["d_model"] = int(cell["d_model"])
-    evaluation = {"episodes": budget.eval_episodes, "samples": budget.samples, "temperature": budget.temperature,
-                  "diag_episodes": budget.diag_episodes}
-    tag = cell_tag(cell)
+    tag = cell.tag()
     specs = []
-    for seed in seeds:
-        sft = {"profile": profile, "version": version, "family": fam.key, "trace_format": cell["trace_format"],
-               "exposure": cell.get("exposure"), "seed": int(seed), "sft_episodes": int(cell["sft_episodes"]),
-               "sft_epochs": budget.sft_epochs, "bc": dict(budget.bc), "model": model, "eval": evaluation,
-               "device": device}
+    for seed in seeds_:
+        sft = sft_config(cell, seed, budget, profile=profile, version=version, device=device)
         specs.append(RunSpec(SFT_FN, sft, name=f"{tag} seed{seed} sft"))
         for cond in conditions:
-            c = CONDITIONS[cond]
-            if c.trainer is None or c.rl_set not in fam.rl:
+            if CONDITIONS[cond].trainer is None or not applies(cond, cell):
                 continue
-            trainer_kwargs = budget.grpo if c.trainer == "grpo" else budget.ppo
-            rl = {"condition": cond, "rl_episodes": budget.rl_episodes, "trainer": dict(trainer_kwargs),
-                  "eval": evaluation, "sft": sft}
+            rl = {"condition": cond, **cell.stage_dict("rl"), "trainer": arm_trainer_config(cond, cell, budget),
+                  "sft": sft}
             specs.append(RunSpec(RL_FN, rl, deps=(run_key(SFT_FN, sft),), name=f"{tag} seed{seed} {cond}"))
     return specs
 
 
-def cell_tag(cell: Mapping[str, Any]) -> str:
-    """A short readable name of a cell for logs and TensorBoard directories."""
-    parts = [cell["family"], cell["trace_format"], f"sft{cell['sft_episodes']}"]
-    if cell.get("exposure") is not None:
-        parts.append(f"exp{cell['exposure']:g}")
-    if cell.get("d_model") is not None:
-        parts.append(f"d{cell['d_model']}")
-    return "-".join(parts)
+def cell_of(config: Mapping[str, Any]) -> Cell:
+    """The :class:`Cell` a run config was made from (an SFT config, or an arm's: its ``sft`` part and RL fields)."""
+    sft = config.get("sft", config)
+    names = {f.name for f in dataclasses.fields(Cell)}
+    values = {k: v for k, v in {**sft, **config}.items() if k in names}
+    return Cell(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
 
-def _ids(config: Mapping[str, Any], presets: Sequence[str]) -> list[str]:
-    """Registered ids of ``presets`` with the run's env kwargs (``exposure`` where the family has it)."""
-    from composition_gym.registration import env_id, variant_id
-
-    fam = FAMILIES[config["family"]]
-    ids = []
-    for preset in presets:
-        kwargs: dict[str, Any] = {"trace_format": config["trace_format"]}
-        if config.get("exposure") is not None and preset in fam.exposure:
-            kwargs["exposure"] = config["exposure"]
-        ids.append(variant_id(env_id(preset, config["profile"], config["version"]), **kwargs))
-    return ids
+def _ids(config: Mapping[str, Any], sets: Sequence[str]) -> list[str]:
+    sft = config.get("sft", config)
+    return family_ids(cell_of(config), sets, profile=sft["profile"], version=sft["version"],
+                      evaluation_half=bool(sft.get("evaluation_half")))
 
 
 # ---------------------------------------------------------------------------- the run functions
 def sft_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-    """Behaviour cloning on the family's coverage set; saves ``sft.pt``; evaluates the checkpoint."""
-    from composition_gym.agents import behavior_cloning
+    """(The prior, then) behavior cloning on the family's coverage set; saves ``sft.pt``; evaluates it."""
+    from composition_gym.agents import TransformerLM, behavior_cloning
     from composition_gym.agents.bc import DEFAULT_CONFIG
 
-    fam = FAMILIES[config["family"]]
-    model = dataclasses.replace(DEFAULT_CONFIG, **config["model"]) if config["model"] else None
-    lm, stats = behavior_cloning(_ids(config, fam.sft), config["sft_episodes"],
-                                 epochs=config["sft_epochs"], seed=config["seed"], config=model,
-                                 tensorboard_log=str(ctx.log_dir), progress=False, threads=1,
-                                 device=config["device"], **config["bc"])
+    lm = None
+    model = DEFAULT_CONFIG if config.get("d_model") is None else dataclasses.replace(DEFAULT_CONFIG,
+                                                                                    d_model=config["d_model"])
+    prior_stats: dict[str, Any] = {}
+    if config.get("prior"):
+        lm, prior_stats = behavior_cloning(prior_id(config), settings=BCConfig.from_dict(config["prior_bc"]),
+                                           seed=config["seed"], config=model, tensorboard_log=str(ctx.log_dir / "prior"),
+                                           run_dir=str(ctx.artifact_dir / "prior"), progress=False, threads=1,
+                                           device=config["device"])
+        ctx.report(stage="prior_trained", **{f"prior/{k}": v for k, v in prior_stats.items()
+                                             if isinstance(v, (int, float))})
+    lm, stats = behavior_cloning(_ids(config, ["sft"]), settings=BCConfig.from_dict(config["bc"]), seed=config["seed"],
+                                 config=model, lm=lm, tensorboard_log=str(ctx.log_dir),
+                                 run_dir=str(ctx.artifact_dir / "bc"),  # a killed run resumes mid-BC
+                                 progress=False, threads=1, device=config["device"])
+    assert isinstance(lm, TransformerLM)
     ctx.report(stage="sft_trained", **{f"bc/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
-    _save_atomic(lm, ctx.artifact_dir / "sft.pt")
-    return {"condition": "sft", "seed": config["seed"], "metrics": evaluate_sets(lm, config, ctx),
-            "diagnostics": diagnostics(lm, config), **_split(stats)}
+    lm.save(ctx.artifact_dir / "sft.pt")  # atomic: a killed run never leaves half a checkpoint
+    out = {"condition": "sft", "seed": config["seed"], "metrics": evaluate_sets(lm, config, ctx),
+           "diagnostics": diagnostics(lm, config), "leakage": leakage(config), **_split(stats)}
+    if prior_stats:
+        out["prior"] = _split(prior_stats)
+    return out
 
 
 def rl_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
-    """One RL arm from the SFT checkpoint, ``rl_episodes`` episodes, then the same evaluation."""
+    """One arm from the SFT checkpoint with the condition's trainer, then the same evaluation."""
     from composition_gym.agents import TransformerLM
+    from composition_gym.agents.trainers import TRAINERS
 
     sft = config["sft"]
     cond = CONDITIONS[config["condition"]]
     _, sft_dir = ctx.dependency(ctx.spec.deps[0])
     lm = TransformerLM.load(sft_dir / "sft.pt", map_location=sft["device"])
-    rl_id = _ids(sft, [FAMILIES[sft["family"]].rl[cond.rl_set]])[0]
-    if cond.trainer == "grpo":
-        lm, stats = _train_grpo(rl_id, lm, config, ctx)
+    trainer = TRAINERS[cond.trainer]
+    cell = cell_of(config)
+    env_id = arm_id(config)
+    if cond.trainer == "sft":
+        # The matched-data control replays the beyond arm's problems: GRPO's run seed s draws from
+        # s * PROBLEM_STRIDE on, problem j of iteration i at s * PROBLEM_STRIDE + i * B + j.
+        run_seed = sft["seed"] * seeds.PROBLEM_STRIDE
     else:
-        lm, stats = _train_ppo(rl_id, lm, config, ctx)
+        run_seed = sft["seed"]
+    lm, stats = trainer.train(env_id, lm, trainer.config.from_dict(config["trainer"]), episodes=cell.rl_episodes,
+                              seed=run_seed, run_dir=str(ctx.log_dir), device=sft["device"])
     ctx.report(stage="rl_trained", **{f"rl/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
     return {"condition": cond.key, "seed": sft["seed"], "metrics": evaluate_sets(lm, sft, ctx),
-            "diagnostics": diagnostics(lm, sft), **_split(stats)}
+            "diagnostics": diagnostics(lm, sft), "leakage": leakage(config), **_split(stats)}
+
+
+def arm_id(config: Mapping[str, Any]) -> str:
+    """The registered id an arm trains on (its family's set for the condition, with the cell's kwargs;
+    the process reward of the cell for the group-relative and PPO arms)."""
+    from composition_gym.registration import variant_id
+
+    cond = CONDITIONS[config["condition"]]
+    env_id = _ids(config, [cond.rl_set])[0]
+    reward = config.get("process_reward", 0.0)
+    if reward and cond.trainer != "sft":
+        env_id = variant_id(env_id, process_reward=reward)
+    return env_id
+
+
+def prior_id(config: Mapping[str, Any]) -> str:
+    """The controlled prior's id: programs of depths 1..``prior_depth`` over the skills the target
+    profile never uses (every routing; the target's splits and formats)."""
+    from composition_gym.profiles import get_profile
+    from composition_gym.registration import variant_id
+
+    used = sorted(set(PRIOR_SKILLS) & set(get_profile(config["profile"]).skills))
+    if used:
+        raise ValueError(f"profile {config['profile']!r} uses the prior's skills {used}: a prior needs skills "
+                         "held out of every later stage")
+    base = _ids(config, ["sft"])[0]
+    return variant_id(base, skills=list(PRIOR_SKILLS), depth=[1, int(config["prior_depth"])], depth_weights=None)
 
 
 #: Trainer statistics that measure speed, not learning: they differ between two runs of the same
@@ -260,71 +302,63 @@ def _split(stats: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
             "timing": {k: v for k, v in plain.items() if k in TIMING_KEYS}}
 
 
-def _train_grpo(env_id: str, lm: Any, config: Mapping[str, Any], ctx: RunContext) -> tuple[Any, dict]:
-    from composition_gym.agents.grpo import GRPOConfig, train_grpo
+def evaluate_sets(lm: Any, config: Mapping[str, Any], ctx: RunContext) -> dict[str, dict[str, float | None]]:
+    """``{eval_key: {measure: value}}`` on the family's evaluation sets; the same problems for every
+    condition of a seed (evaluation seed ``PROTOCOL_EVAL + seed``)."""
+    from composition_gym.agents import evaluate
 
-    cfg = GRPOConfig(**config["trainer"])
-    per_iter = cfg.problems_per_iter * cfg.group_size
-    if config["rl_episodes"] % per_iter:
-        raise ValueError(f"rl_episodes={config['rl_episodes']} is not a multiple of problems_per_iter x group_size "
-                         f"= {per_iter}: arms would get unequal budgets")
-    cfg = dataclasses.replace(cfg, iterations=config["rl_episodes"] // per_iter)
-    # resume=True: a run killed midway continues from the trainer's own checkpoint in its log
-    # directory (keyed by the run's config hash, so never another config's).
-    lm, stats = train_grpo(env_id, lm, cfg, seed=config["sft"]["seed"], run_dir=str(ctx.log_dir), progress=False,
-                           device=config["sft"]["device"], resume=True)
-    numbers = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-    return lm, {**numbers, "episodes": config["rl_episodes"], "iterations": cfg.iterations}
-
-
-def _train_ppo(env_id: str, lm: Any, config: Mapping[str, Any], ctx: RunContext) -> tuple[Any, dict]:
-    """MaskablePPO for about ``rl_episodes`` episodes: SB3 counts tokens, so the budget is
-    ``rl_episodes`` x the mean length of the expert's episodes on ``env_id`` (recorded)."""
-    from composition_gym.agents import lm_from_policy, train_ppo
-
-    kwargs = dict(config["trainer"])
-    n_envs = kwargs.pop("n_envs", 8)
-    mean_len = _mean_episode_tokens(env_id, config["sft"]["seed"])
-    steps = max(1, round(config["rl_episodes"] * mean_len))
-    model = train_ppo(env_id, lm, steps, seed=config["sft"]["seed"], n_envs=n_envs, run_dir=str(ctx.log_dir),
-                      progress=False, threads=1, device=config["sft"]["device"], **kwargs)
-    return lm_from_policy(model.policy), {"episodes": config["rl_episodes"], "timesteps": steps,
-                                          "mean_expert_episode_tokens": mean_len}
+    keys = list(FAMILIES[config["family"]].evals)
+    ids = _ids(config, keys)
+    ev = config["eval"]
+    report = evaluate(lm, ids, ev["episodes"], seed=seeds.PROTOCOL_EVAL + config["seed"], samples=ev["samples"],
+                      temperature=ev["temperature"])
+    by_env = report.breakdown("env")
+    metrics = {key: {**_measures(by_env[i], ev["samples"]),
+                     "first_fail": _first_fail([e for e in report.episodes if e.env_id == i])}
+               for key, i in zip(keys, ids)}
+    for key, m in metrics.items():
+        ctx.report(stage="evaluated", **{f"{key}/{k}": v for k, v in m.items() if isinstance(v, float)})
+    return metrics
 
 
-def _mean_episode_tokens(env_id: str, seed: int, episodes: int = 64) -> float:
-    """Mean length (tokens) of the expert's episodes on ``env_id``."""
+def leakage(config: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """How many evaluated problems of each set any training stage of this run could have drawn.
+
+    The problems are those :func:`evaluate_sets` plays (same ids, same seeds), taken by cascade key
+    from the environments themselves (no model); each is tested against the support of every
+    training set of the run: the prior, SFT and, for an arm, its own set.  A set with a nonzero count
+    is not out of distribution for this run (e.g. "L=4, all splits" after RL on the RL split at L=4).
+    """
+    import gymnasium as gym
+
+    sft = config.get("sft", config)
+    keys = list(FAMILIES[sft["family"]].evals)
+    train = {"sft": _ids(config, ["sft"])[0]}
+    if sft.get("prior"):
+        train["prior"] = prior_id(sft)
+    if "condition" in config:
+        train["arm"] = _ids(config, [CONDITIONS[config["condition"]].rl_set])[0]
+    supports = {k: _support(i) for k, i in train.items()}
+    out: dict[str, dict[str, int]] = {}
+    for key, env_id in zip(keys, _ids(config, keys)):
+        env = gym.make(env_id)
+        hits = dict.fromkeys(train, 0)
+        for i in range(sft["eval"]["episodes"]):
+            env.reset(seed=seeds.PROTOCOL_EVAL + sft["seed"] + i)
+            cascade = env.unwrapped.problem.cascade
+            for k, support in supports.items():
+                hits[k] += bool(support.contains(cascade))
+        env.close()
+        out[key] = hits
+    return out
+
+
+def _support(env_id: str) -> Any:
     import gymnasium as gym
 
     env = gym.make(env_id)
-    total = 0
-    for i in range(episodes):
-        env.reset(seed=seed + 7_777_777 + i)
-        done = False
-        while not done:
-            _, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
-            total += 1
-            done = terminated or truncated
     env.close()
-    return total / episodes
-
-
-def evaluate_sets(lm: Any, config: Mapping[str, Any], ctx: RunContext) -> dict[str, dict[str, float | None]]:
-    """``{eval_key: {measure: value}}`` on the family's evaluation sets; the same problems for every
-    condition of a seed (evaluation seed ``EVAL_SEED_OFFSET + seed``)."""
-    from composition_gym.agents import evaluate
-
-    fam = FAMILIES[config["family"]]
-    ev = config["eval"]
-    keys = list(fam.evals)
-    ids = _ids(config, [fam.evals[k] for k in keys])
-    report = evaluate(lm, ids, ev["episodes"], seed=EVAL_SEED_OFFSET + config["seed"], samples=ev["samples"],
-                      temperature=ev["temperature"])
-    by_env = report.breakdown("env")
-    metrics = {key: _measures(by_env[i], ev["samples"]) for key, i in zip(keys, ids)}
-    for key, m in metrics.items():
-        ctx.report(stage="evaluated", **{f"{key}/{k}": v for k, v in m.items() if v is not None})
-    return metrics
+    return env.unwrapped.support
 
 
 def diagnostics(lm: Any, config: Mapping[str, Any]) -> dict[str, str] | None:
@@ -337,10 +371,9 @@ def diagnostics(lm: Any, config: Mapping[str, Any]) -> dict[str, str] | None:
         return None
     from composition_gym.agents.diagnostics.report import DiagnoseConfig, comparison_rows, diagnose
 
-    fam = FAMILIES[config["family"]]
-    ids = _ids(config, list(fam.evals.values()))
-    cfg = DiagnoseConfig(env_ids=ids, fit_env=ids[0], episodes=n, probe_episodes=2 * n, probe_test_episodes=n,
-                         attention_episodes=max(1, n // 2), seed=EVAL_SEED_OFFSET + config["seed"])
+    ids = _ids(config, list(FAMILIES[config["family"]].evals))
+    cfg = DiagnoseConfig(env_ids=tuple(ids), fit_env=ids[0], episodes=n, probe_episodes=2 * n, probe_test_episodes=n,
+                         attention_episodes=max(1, n // 2), seed=seeds.PROTOCOL_EVAL + config["seed"])
     return comparison_rows(diagnose(lm, cfg))
 
 
@@ -350,10 +383,72 @@ def _measures(m: Mapping[str, float], k: int) -> dict[str, float | None]:
             "all_steps": m.get("all_steps_correct")}
 
 
-def _save_atomic(lm: Any, path: Any) -> None:
-    """``lm.save`` to a temporary name, then rename: a killed run never leaves half a checkpoint."""
-    import os
+def _first_fail(episodes: Sequence[Any]) -> dict[str, float]:
+    """Share of ``episodes`` whose first wrong step is step 1, 2, … (``"none"``: all right)."""
+    counts: dict[str, int] = {}
+    for e in episodes:
+        wrong = [i for i, ok in enumerate(e.step_correct, 1) if not ok]
+        key = str(wrong[0]) if wrong else "none"
+        counts[key] = counts.get(key, 0) + 1
+    return {k: v / max(len(episodes), 1) for k, v in sorted(counts.items())}
 
-    tmp = path.with_name(f".{path.name}.tmp")
-    lm.save(tmp)
-    os.replace(tmp, path)
+
+def premise_checks(cell: Cell, profile: str, version: str = ENV_VERSION, samples: int = 20_000) -> dict[str, Any]:
+    """Check the protocol's premises for ``cell``; return what was checked.
+
+    The SFT set must contain every skill and every routing mechanism (SFT "covers every atomic
+    module"), and share no composition (cascade of depth >= 2) with the family's OOD evaluation
+    sets or with the set the beyond arm trains on.  Whether it also contains every ``(routing, skill)`` step is reported
+    (the routing x skill family holds some out on purpose).  Exhaustive where the SFT support can
+    be enumerated, otherwise on ``samples`` sampled cascades.  (Each run also records, by cascade
+    key, the evaluated problems its training stages could have drawn: :func:`leakage`.)
+
+    Raises:
+        RuntimeError: when a premise fails (the experiment would not test the claims).
+    """
+    import numpy as np
+
+    fam = FAMILIES[cell.family]
+    sft = _support(family_ids(cell, ["sft"], profile=profile, version=version)[0])
+    exhaustive = sft.size() <= 200_000
+    from composition_gym.supports import CascadeSampler
+
+    if exhaustive:
+        cascades = list(sft.enumerate())
+    else:
+        sampler, rng = CascadeSampler(sft), np.random.default_rng(0)
+        cascades = [sampler.sample_cascade(rng) for _ in range(samples)]
+    p = sft.profile
+    steps = {step for c in cascades for step in c.steps}
+    missing = sorted(set(p.routings) - {r for r, _ in steps}) + sorted(set(p.skills) - {s for _, s in steps})
+    if missing:
+        raise RuntimeError(f"the SFT set of family {cell.family!r}, profile {profile!r} misses modules {missing[:5]}: "
+                           "the protocol needs SFT to cover every atomic module")
+    others = [k for k in fam.evals if k.startswith("ood_") and k != "ood_depth"]
+    for name, env_id in zip(others, family_ids(cell, others, profile=profile, version=version)):
+        other = _support(env_id)
+        # Atomic (depth-1) cascades belong to every hash split by design (share_atomic).
+        shared = next((c for c in cascades if c.depth > 1 and other.contains(c)), None)
+        if shared is not None:
+            raise RuntimeError(f"the SFT set and {name} ({env_id}) share the composition {shared.key()}")
+    beyond_outside = None
+    if cell.rl_target in fam.beyond:
+        # The beyond set mixes new problems with ones SFT covered (so RL forgets nothing): it must
+        # hold some outside the SFT support, and the share is recorded.
+        from composition_gym.supports import CascadeSampler
+
+        beyond = _support(family_ids(cell, ["beyond"], profile=profile, version=version)[0])
+        sampler, rng = CascadeSampler(beyond), np.random.default_rng(1)
+        drawn = [sampler.sample_cascade(rng) for _ in range(2_000)]
+        beyond_outside = sum(not sft.contains(c) for c in drawn) / len(drawn)
+        if not beyond_outside:
+            raise RuntimeError(f"the beyond set of rl_target {cell.rl_target!r} lies inside the SFT support")
+    return {
+        "family": cell.family,
+        "sft_cascades_checked": len(cascades),
+        "exhaustive": exhaustive,
+        "sft_covers_every_skill_and_routing": True,
+        "sft_covers_every_routing_skill_step": not ({(r, s) for r in p.routings for s in p.skills} - steps),
+        "sft_disjoint_from": sorted(others),
+        "beyond_share_outside_sft": beyond_outside,
+    }

@@ -13,12 +13,13 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from composition_gym.benchmarks.experiment import claims
-from composition_gym.benchmarks.experiment.claims import CLAIMS, CONDITIONS, EVAL_LABELS, MEASURES, PAPER_OOD_L4
+from composition_gym.benchmarks.experiment import statistics
+from composition_gym.benchmarks.experiment.claims import (CLAIM_LABELS, CLAIMS, CONDITIONS, EVAL_LABELS, FORGETTING_POINTS,
+                                                          MEASURES, PAPER_OOD_L4)
 
 
 def _pct(stat: Mapping | None) -> str:
-    """``"42.0 ± 3.1"`` (percent) from a :func:`~composition_gym.benchmarks.experiment.claims.mean_se` dict."""
+    """``"42.0 ± 3.1"`` (percent) from a :func:`~composition_gym.benchmarks.experiment.statistics.mean_se` dict."""
     if stat is None:
         return "–"
     se = "n/a" if stat["se"] is None else f"{100 * stat['se']:.1f}"
@@ -31,8 +32,8 @@ def _settings(meta: Mapping) -> list[str]:
     if not defaults:
         return []
     budget = meta["budget"]
-    ppo = {**defaults["ppo_finetune_kwargs"], **budget.get("ppo", budget.get("ppo_kwargs", {}))}
-    model = {**defaults["transformer"], **budget.get("model", {})}
+    ppo = budget.get("ppo", {})
+    model = {**defaults["transformer"], **{k: v for k, v in meta.get("cell", {}).items() if k == "d_model" and v}}
     grpo = budget.get("grpo")
     return [(f"- group-relative RL: {', '.join(f'{k}={v}' for k, v in grpo.items())}; " if grpo else "- ")
             + f"MaskablePPO: {', '.join(f'{k}={v}' for k, v in ppo.items())}; transformer: "
@@ -44,7 +45,7 @@ def _cell_line(meta: Mapping) -> list[str]:
     if not cell:
         return []
     return [f"- cell: {', '.join(f'{k}={v}' for k, v in cell.items() if v is not None)}; environments "
-            f"`{meta.get('version', 'v0')}`: " + ", ".join(f"{k}=`{v}`" for k, v in meta.get("eval_envs", {}).items())]
+            f"`{meta.get('version', 'v1')}`: " + ", ".join(f"{k}=`{v}`" for k, v in meta.get("eval_envs", {}).items())]
 
 
 def _measures_table(doc: Mapping) -> list[str]:
@@ -86,12 +87,49 @@ def _diagnostics_table(doc: Mapping) -> list[str]:
     return lines
 
 
+def _forgetting_table(doc: Mapping) -> list[str]:
+    """Each arm's greedy success minus SFT's on the shallower sets (what RL elsewhere must not cost)."""
+    rows = doc.get("forgetting")
+    if not rows:
+        return []
+    lines = ["", f"## What each arm costs on the sets SFT covered (greedy, points vs SFT; ✗: more than "
+             f"{FORGETTING_POINTS:g} points lost on average)", "",
+             "| condition | " + " | ".join(EVAL_LABELS[s] for s in dict.fromkeys(r["set"] for r in rows)) + " |"]
+    sets = list(dict.fromkeys(r["set"] for r in rows))
+    lines.append("|" + "---|" * (len(sets) + 1))
+    for cond in dict.fromkeys(r["condition"] for r in rows):
+        by_set = {r["set"]: r for r in rows if r["condition"] == cond}
+        cells = [(_pct(by_set[s]["diff"]) + (" ✗" if by_set[s]["forgets"] else "")) if s in by_set else "–"
+                 for s in sets]
+        lines.append(f"| {CONDITIONS[cond].label} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _leakage_table(doc: Mapping) -> list[str]:
+    """Evaluated problems that a training stage could have drawn (by cascade key), summed over seeds."""
+    leak = doc.get("leakage")
+    if not leak:
+        return []
+    nonzero = {(c, e): hits for c, by_env in leak.items() for e, hits in by_env.items() if any(hits.values())}
+    lines = ["", "## Leakage check", "",
+             "Every evaluated problem's cascade was tested against the support of every training stage of its run "
+             "(prior, SFT, the arm's own set)."]
+    if not nonzero:
+        return lines + [" No evaluated problem of any set could have been drawn in training.", ""]
+    lines += [" Sets where some could (they are not out of distribution for that condition):", "",
+              "| condition | set | problems a stage could have drawn (summed over seeds) |", "|---|---|---|"]
+    for (cond, env), hits in nonzero.items():
+        lines.append(f"| {CONDITIONS[cond].label} | {EVAL_LABELS.get(env, env)} | "
+                     + ", ".join(f"{k}: {v}" for k, v in hits.items() if v) + " |")
+    return lines + [""]
+
+
 def markdown(doc: Mapping) -> str:
     """The results document as markdown: provenance, one table per claim, then the verdicts."""
     meta, summary = doc["meta"], doc["summary"]
     seeds = meta["seeds"]
     lines = [
-        "# Reproducing the paper's three claims",
+        "# Reproducing the paper's claims",
         "",
         f"- date: {meta['date']}",
         f"- commit: `{meta['commit']}`" + (" (uncommitted changes)" if meta.get("dirty") else ""),
@@ -135,12 +173,14 @@ def markdown(doc: Mapping) -> str:
               "*supported* / *contradicted* beyond ±2 standard errors, else *inconclusive*.", "",
               "| claim | comparison | difference (points) | verdict |", "|---|---|---|---|"]
     for v in doc["verdicts"]:
-        lines.append(f"| {v['claim'][-1]} | {v['comparison']} | {_pct(v['diff'])} | {v['verdict']} |")
+        lines.append(f"| {CLAIM_LABELS[v['claim']]} | {v['comparison']} | {_pct(v['diff'])} | {v['verdict']} |")
     if doc.get("verdicts_pass_at_k"):
         lines += ["", "The same comparisons on pass@k (does RL widen what the policy can sample, or only "
                   "sharpen it?):", "", "| claim | comparison | difference (points) | verdict |", "|---|---|---|---|"]
         for v in doc["verdicts_pass_at_k"]:
-            lines.append(f"| {v['claim'][-1]} | {v['comparison']} | {_pct(v['diff'])} | {v['verdict']} |")
+            lines.append(f"| {CLAIM_LABELS[v['claim']]} | {v['comparison']} | {_pct(v['diff'])} | {v['verdict']} |")
+    lines += _forgetting_table(doc)
+    lines += _leakage_table(doc)
     lines += _diagnostics_table(doc)
     checks = doc.get("checks", {})
     if checks:
@@ -195,49 +235,75 @@ def figure(doc: Mapping, path: str | Path) -> Path:
 
 # ---------------------------------------------------------------------------- the sweep
 def _quantities(doc: Mapping) -> list[tuple[str, str]]:
-    """The heatmap's and table's columns: ``(ood set, "headroom" or an arm)``, in a fixed order."""
-    arms = [a for a in doc["meta"]["grid"]["arms"] if a != "sft"]
+    """The heatmap's columns: ``(ood set, "reach" | "headroom" | an arm)``, in a fixed order."""
+    arms = [a for a in doc["meta"]["arms"] if a != "sft"]
     sets = list(dict.fromkeys(env for row in doc["table"] for env in row["sets"]))
-    return [(env, q) for env in sets for q in ("headroom", *arms)]
+    return [(env, q) for env in sets for q in ("reach", "headroom", *arms)]
 
 
 def _value(row: Mapping, env: str, quantity: str) -> Mapping | None:
     entry = row["sets"].get(env)
     if entry is None:
         return None
+    if quantity == "reach":
+        return entry.get("sft_pass_at_k")
     return entry["sft_headroom"] if quantity == "headroom" else entry["gains"].get(quantity)
 
 
+def _row_label(doc: Mapping, row: Mapping) -> str:
+    """A row's name: the values of the grid's varying axes (the whole tag when nothing varies)."""
+    axes = doc["meta"].get("axes") or []
+    if not axes:
+        return row["tag"]
+    return ", ".join(f"{a}={row['cell'][a]}" for a in axes)
+
+
+def _first_fail_text(shares: Mapping[str, float] | None) -> str:
+    if not shares:
+        return "–"
+    return " ".join(f"{k}:{100 * v:.0f}" for k, v in shares.items())
+
+
 def sweep_markdown(doc: Mapping) -> str:
-    """The whole sweep grid as markdown: one row per cell, SFT's headroom and every arm's gain."""
+    """The whole sweep grid as markdown: one row per cell, per OOD set: reach, headroom, every arm's gains."""
     meta = doc["meta"]
+    k = meta["budget"]["samples"]
+    arms = [a for a in meta["arms"] if a != "sft"]
+    axes = meta.get("axes", [])
+    axes_text = ", ".join(f"{a}={meta['grid'][a]}" for a in axes)
+    others = ", ".join(f"{a}={v}" for a, v in meta.get("base_cell", {}).items() if a not in axes)
     lines = [
-        "# Headroom sweep: where does RL after SFT help?", "",
+        "# Sweep: where does RL after SFT widen, and where does it only sharpen?", "",
         f"- date: {meta['date']}; commit `{meta['commit']}`" + (" (uncommitted changes)" if meta.get("dirty") else ""),
         f"- command: `{meta['command']}`",
         f"- profile `{meta['profile']}`, environments `{meta['version']}`, budget `{meta['budget_name']}` "
-        f"({', '.join(f'{k}={v}' for k, v in meta['budget'].items() if not isinstance(v, dict))})",
-        f"- grid: {', '.join(f'{k}={v}' for k, v in meta['grid'].items())}; seeds {meta['seeds']}",
+        f"({', '.join(f'{k_}={v}' for k_, v in meta['budget'].items() if not isinstance(v, dict))})",
+        f"- axes: {axes_text}; other knobs as the base cell ({others}); arms {arms}; seeds {meta['seeds']}",
         f"- {meta['runs']} runs, {meta['run_seconds_total'] / 3600:.2f} h summed over runs; this session "
         f"{meta['wall_time_s'] / 60:.1f} min ({meta['backend']} backend, {meta['workers']} workers)", "",
         "Every cell the command asked for is shown.  Points, mean ± SE over seeds (paired; the SE includes the "
-        f"evaluation's binomial error).  *headroom* = SFT's pass@{meta['budget']['samples']} − greedy; an arm's "
-        "column = its greedy success − SFT's on the same problems, marked ✓ beyond +2 SE and ✗ beyond −2 SE.", "",
+        f"evaluation's binomial error).  *reach* = SFT's pass@{k} (can SFT sample the answer at all?); "
+        f"*headroom* = SFT's pass@{k} − greedy; an arm's columns = its greedy / sampled / pass@{k} success − SFT's "
+        "on the same problems, ✓ beyond +2 SE and ✗ beyond −2 SE; *first fail* = share of SFT's greedy answers "
+        "whose first wrong step is 1, 2, … (none: all right); *min* = the cell's run time summed over runs.", "",
     ]
-    for env in dict.fromkeys(e for e, _ in _quantities(doc)):
-        cols = [q for e, q in _quantities(doc) if e == env]
+    for env in dict.fromkeys(e for row in doc["table"] for e in row["sets"]):
         rows = [r for r in doc["table"] if env in r["sets"]]
-        lines += [f"## {EVAL_LABELS.get(env, env)}", "",
-                  "| cell | SFT greedy | " + " | ".join("SFT headroom" if q == "headroom" else f"{q} gain"
-                                                        for q in cols) + " |",
-                  "|" + "---|" * (len(cols) + 2)]
+        header = ["cell", "SFT greedy", "reach", "headroom", "first fail (SFT)"]
+        for arm in arms:
+            header += [f"{arm} greedy", "sampled", f"pass@{k}"]
+        lines += [f"## {EVAL_LABELS.get(env, env)}", "", "| " + " | ".join(header) + " | min |",
+                  "|" + "---|" * (len(header) + 1)]
         for row in rows:
-            cells = []
-            for q in cols:
-                stat = _value(row, env, q)
-                mark = {"supported": " ✓", "contradicted": " ✗"}.get(stat.get("verdict", "") if stat else "", "")
-                cells.append(_pct(stat) + mark)
-            lines.append(f"| {row['tag']} | {_pct(row['sets'][env]['sft_greedy'])} | " + " | ".join(cells) + " |")
+            entry = row["sets"][env]
+            cells = [_row_label(doc, row), _pct(entry["sft_greedy"]), _pct(entry.get("sft_pass_at_k")),
+                     _pct(entry["sft_headroom"]), _first_fail_text(entry.get("first_fail", {}).get("sft"))]
+            for arm in arms:
+                for key in (arm, f"{arm}:sampled", f"{arm}:pass_at_k"):
+                    stat = entry["gains"].get(key)
+                    mark = {"supported": " ✓", "contradicted": " ✗"}.get(stat.get("verdict", "") if stat else "", "")
+                    cells.append(_pct(stat) + mark)
+            lines.append("| " + " | ".join(cells) + f" | {row.get('seconds', 0) / 60:.0f} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -263,11 +329,11 @@ def sweep_heatmap(doc: Mapping, path: str | Path) -> Path:
     for i, j in zip(*np.nonzero(np.isfinite(grid))):
         ax.text(j, i, f"{grid[i, j]:.1f}".replace("-0.0", "0.0"), ha="center", va="center", fontsize=7)
     ax.set_xticks(range(len(cols)), [f"{env}\n{q}" for env, q in cols], rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(rows)), [r["tag"] for r in rows], fontsize=7)
-    fig.colorbar(image, ax=ax, label="points")  # headroom = pass@k − greedy; an arm's column: its gain over SFT
+    ax.set_yticks(range(len(rows)), [_row_label(doc, r) for r in rows], fontsize=7)
+    fig.colorbar(image, ax=ax, label="points")  # reach = pass@k; headroom = pass@k − greedy; an arm: its greedy gain
     meta = doc["meta"]
     n_seeds = len(meta["seeds"])
-    ax.set_title(f"headroom sweep, profile {meta['profile']}, {n_seeds} seed{'s' * (n_seeds != 1)}, "
+    ax.set_title(f"sweep, profile {meta['profile']}, {n_seeds} seed{'s' * (n_seeds != 1)}, "
                  f"commit {meta['commit'][:10]}", fontsize=9)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -278,7 +344,7 @@ def sweep_heatmap(doc: Mapping, path: str | Path) -> Path:
 
 def recompute(doc: dict) -> dict:
     """``doc`` with its summary, gains and verdicts recomputed from its runs (current statistics)."""
-    return {**doc, **claims.statistics(doc["runs"], doc["meta"]["budget"].get("eval_episodes"))}
+    return {**doc, **statistics.statistics(doc["runs"], doc["meta"]["budget"].get("eval_episodes"))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -170,10 +170,10 @@ def test_evaluate_rejects_bad_input():
 
 
 def test_suites():
-    assert suite_env_ids("id") == ["composition_gym/Compose-L3-v0", "composition_gym/Compose-RL-L3-v0"]
-    assert suite_env_ids("ood") == ["composition_gym/OOD-Unseen-L3-v0", "composition_gym/OOD-Depth-L4-v0"]
+    assert suite_env_ids("id", version="v0") == ["composition_gym/Compose-L3-v0", "composition_gym/Compose-RL-L3-v0"]
+    assert suite_env_ids("ood") == ["composition_gym/OOD-Unseen-L3-v1", "composition_gym/OOD-Depth-L4-v1"]  # newest
     assert all(i.startswith("composition_gym/Paper-") for i in suite_env_ids("ood", "paper"))
-    assert len(suite_env_ids("all")) == len([r for r in composition_gym.list_envs() if r["profile"] == "small" and r["version"] == "v0"])
+    assert len(suite_env_ids("all")) == len([r for r in composition_gym.list_envs() if r["profile"] == "small" and r["version"] == "v1"])
     with pytest.raises(ValueError, match="unknown suite"):
         suite_env_ids("odd")
 

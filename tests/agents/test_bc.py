@@ -93,7 +93,7 @@ def test_token_accuracy_of_an_untrained_model_is_low(small_lm):
 def test_bc_rejects_bad_arguments():
     with pytest.raises(ValueError, match="unknown env id"):
         behavior_cloning("composition_gym/Nope-v0", 10, progress=False)
-    with pytest.raises(ValueError, match="episodes must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="episodes must be >= 1, got 0"):
         behavior_cloning(SFT_ENV, 0, progress=False)
     with pytest.raises(ValueError, match="dagger_rounds"):
         behavior_cloning(SFT_ENV, 4, dagger_rounds=-1, progress=False)
@@ -110,20 +110,22 @@ def test_bc_settings_have_one_home_with_named_presets():
     assert bc_config() == BC_PRESETS["default"] == BCConfig()
     cfg = bc_config("demo", epochs=2.0, episodes=None)  # None leaves a field alone
     assert cfg.epochs == 2.0 and cfg.episodes == BC_PRESETS["demo"].episodes
-    for bad, message in [({"epochs": 0}, "epochs must be a positive number"),
-                         ({"lr": float("nan")}, "lr must be a positive number"),
+    for bad, message in [({"epochs": 0}, "epochs must be > 0"),
+                         ({"lr": float("nan")}, "lr must be a finite number"),
                          ({"batch_size": 1.5}, "batch_size must be an integer"),
-                         ({"eval_every": -1}, "eval_every must be an integer >= 0")]:
+                         ({"eval_every": -1}, "eval_every must be >= 0")]:
         with pytest.raises(ValueError, match=message):
             BCConfig(**bad).validate()
-    with pytest.raises(TypeError, match="unknown BC setting"):
+    with pytest.raises(TypeError, match="unknown BCConfig setting"):
         bc_config("tiny", epoch=3)
     # The demo, the reproduction and the tests read their BC budgets from here.
     from composition_gym.agents.settings import DEMO_BUDGETS
-    from composition_gym.benchmarks.experiment.protocol import BUDGETS
+    from composition_gym.benchmarks.experiment.protocol import PRESETS
 
     assert DEMO_BUDGETS["full"].bc == BC_PRESETS["demo"] and DEMO_BUDGETS["quick"].bc == BC_PRESETS["tiny"]
-    assert BUDGETS["small"]["default"].sft_epochs == BC_PRESETS["reproduce"].epochs
+    default = PRESETS["small"]["default"]
+    assert (default.cell.sft_episodes, default.budget.sft_epochs) == (BC_PRESETS["reproduce"].episodes,
+                                                                      BC_PRESETS["reproduce"].epochs)
     assert BC_TEST == BC_PRESETS["default"].replace(eval_episodes=400)
 
 
@@ -154,10 +156,10 @@ def test_one_thread_policy_for_cli_and_api(monkeypatch):
     with pytest.raises(ValueError, match="COMPGYM_THREADS must be a positive integer"):
         settings.default_threads()
     monkeypatch.delenv("COMPGYM_THREADS")
-    monkeypatch.setattr(settings.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(settings.os, "getloadavg", lambda: (0.1, 0.1, 0.1))
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.1, 0.1, 0.1))
     assert settings.default_threads() == 2  # idle: both cores
-    monkeypatch.setattr(settings.os, "getloadavg", lambda: (1.0, 1.0, 1.0))
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.0, 1.0, 1.0))
     assert settings.default_threads() == 1  # one competing process: one thread
 
 

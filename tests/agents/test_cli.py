@@ -28,9 +28,9 @@ def test_eval_command_on_an_lm_checkpoint_writes_json(tmp_path, small_lm, capsys
     out = tmp_path / "r.json"
     assert _run(["eval", str(path), "--suite", "ood", "--episodes", "3", "--json", str(out), "--threads", "1"]) == 0
     text = capsys.readouterr().out
-    assert "OOD-Unseen-L3-v0" in text and "OOD-Depth-L4-v0" in text
+    assert "OOD-Unseen-L3-v1" in text and "OOD-Depth-L4-v1" in text  # the suites' default: the newest ids
     assert set(json.loads(out.read_text())["success_by_env"]) == {
-        "composition_gym/OOD-Unseen-L3-v0", "composition_gym/OOD-Depth-L4-v0"}
+        "composition_gym/OOD-Unseen-L3-v1", "composition_gym/OOD-Depth-L4-v1"}
 
 
 def test_eval_against_a_baseline_prints_and_saves_paired_differences(tmp_path, small_lm, capsys):
@@ -54,8 +54,8 @@ def test_eval_against_a_baseline_prints_and_saves_paired_differences(tmp_path, s
 
 def test_train_then_eval_the_saved_zip(tmp_path, capsys):
     model = tmp_path / "m.zip"
-    assert _run(["train", "--env", "Compose-L3-v0", "--bc-preset", "tiny", "--bc-episodes", "32", "--ppo-steps", "128",
-                 "--algo", "ppo", "--n-envs", "2", "--tensorboard", str(tmp_path / "runs"), "--out", str(model),
+    assert _run(["train", "--env", "Compose-L3-v0", "--bc-preset", "tiny", "--bc.episodes", "32", "--ppo-steps", "128",
+                 "--algo", "ppo", "--ppo.n-envs", "2", "--tensorboard", str(tmp_path / "runs"), "--out", str(model),
                  "--eval-freq", "64", "--eval-episodes", "2", "--no-progress", "--threads", "1"]) == 0
     assert model.exists() and os.listdir(tmp_path / "runs") == ["bc_ppo_1"]
     assert _run(["eval", str(model), "--env", "Compose-L3-v0", "--episodes", "2"]) == 0
@@ -68,11 +68,12 @@ def test_train_then_eval_the_saved_zip(tmp_path, capsys):
 def test_demo_quick_prints_the_id_ood_table_and_tensorboard_command(tmp_path, capsys):
     assert _run(["demo", "--quick", "--tensorboard", str(tmp_path), "--no-progress", "--threads", "1"]) == 0
     out = capsys.readouterr().out
-    for name in ("Compose-L3-v0", "Compose-RL-L3-v0", "OOD-Unseen-L3-v0", "OOD-Depth-L4-v0", "BC+PPO"):
+    for name in ("Compose-L1to3-v1", "Compose-RL-L3-v1", "Atomic-L1-v1", "OOD-Unseen-L3-v1", "OOD-Depth-L4-v1",
+                 "BC+PPO"):
         assert name in out
     assert f"tensorboard --logdir {tmp_path}" in out
-    assert "evaluating BC+PPO: 4 env ids x 8 episodes" in out  # progress during the final evaluation
-    assert "L=3 and L=4 episodes together" in out
+    assert "evaluating BC+PPO: 5 env ids x 8 episodes" in out  # progress during the final evaluation
+    assert "every depth together" in out
     run = tmp_path / "demo_1"
     assert (run / "model.zip").exists() and (run / "demo.json").exists()
     doc = json.loads((run / "demo.json").read_text())
@@ -92,14 +93,17 @@ def test_eval_of_a_missing_or_corrupt_model_fails_clearly(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["eval", "--env", "NoSuchEnv", "model.zip"], "no model file"),  # --env does not swallow the path
-    (["eval", "--episodes", "0", "model.zip"], "--episodes: must be an integer >= 1, got '0'"),
-    (["eval", "--profile", "huge", "model.zip"], "--profile: invalid choice: 'huge'"),
+    (["eval", "--episodes", "0", "model.zip"], "EvalConfig.episodes must be >= 1, got 0"),
+    (["eval", "--profile", "huge", "model.zip"], "invalid choice 'huge' for argument '--profile'"),
     (["train", "--env", "NoSuchEnv"], "unknown env id 'NoSuchEnv'"),
-    (["train", "--ppo-steps", "0"], "--ppo-steps: must be an integer >= 1, got '0'"),
-    (["train", "--bc-epochs", "nan"], "--bc-epochs: must be a number > 0, got 'nan'"),
-    (["train", "--algo", "recurrent_ppo"], "recurrent_ppo trains its own LSTM policy from scratch: add --bc-episodes 0"),
-    (["train", "--threads", "0"], "--threads: must be an integer >= 1"),
-    (["demo", "--bc-episodes", "-3"], "--bc-episodes: must be an integer >= 1"),
+    (["train", "--ppo-steps", "0"], "TrainConfig.ppo_steps must be >= 1, got 0"),
+    (["train", "--bc.epochs", "nan"], "BCConfig.epochs must be a finite number, got nan"),
+    (["train", "--algo", "recurrent_ppo"], "recurrent_ppo trains its own LSTM policy from scratch: add --init scratch"),
+    (["train", "--threads", "0"], "TrainConfig.threads must be >= 1"),
+    (["train", "--max-minutes", "0"], "TrainConfig.max_minutes must be > 0"),
+    (["train", "--bc-preset", "huge"], "unknown BC preset 'huge'"),
+    (["train", "--algo", "rloo", "--grpo.advantage", "drgrpo", "--init", "pretrained"], "disagree"),
+    (["demo", "--bc.episodes", "-3"], "BCConfig.episodes must be >= 1"),
 ])
 def test_agent_command_errors_are_one_line(capsys, argv, needle):
     assert needle in _one_line_error(capsys, _run(argv))

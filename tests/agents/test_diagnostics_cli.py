@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 
 import pytest
 
-from composition_gym.agents.diagnostics.cli import main, register
+from composition_gym.agents.diagnostics.cli import main
 from composition_gym.agents.diagnostics.report import (
     DiagnoseConfig, diagnose, log_to_tensorboard, summary_scalars)
 
-TINY = ["--env", "Compose-L3-v0", "OOD-Depth-L4-v0", "--episodes", "6", "--probe-episodes", "12",
+TINY = ["--env-ids", "Compose-L3-v0", "OOD-Depth-L4-v0", "--episodes", "6", "--probe-episodes", "12",
         "--probe-test-episodes", "6", "--attention-episodes", "4"]
 
 
@@ -42,15 +41,16 @@ def test_cli_writes_json_and_figure(tiny_path, tmp_path, capsys):
 def test_cli_errors_are_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "missing.pt"), *TINY]) == 2
     assert "no TransformerLM checkpoint" in capsys.readouterr().err
-    assert main([str(tmp_path / "missing.pt"), "--env", "Compose-L33-v0"]) == 2
+    assert main([str(tmp_path / "missing.pt"), "--env-ids", "Compose-L33-v0"]) == 2
     assert "did you mean" in capsys.readouterr().err
 
 
-def test_register_adds_the_subcommand():
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["diagnose", "m.pt", "--compare", "a.pt", "b.pt", "--json", "x.json"])
-    assert (args.model, args.compare, args.json, args.episodes) == ("m.pt", ["a.pt", "b.pt"], "x.json", 200)
+def test_the_command_line_is_the_diagnosis_settings_and_the_command_s_own():
+    from composition_gym import cli
+
+    cfg = cli.parse(["diagnose", "m.pt", "--compare", "a.pt", "b.pt", "--json", "x.json", "--source", "model"])
+    assert (cfg.model, cfg.compare, cfg.json, cfg.episodes, cfg.source) == ("m.pt", ("a.pt", "b.pt"), "x.json", 200,
+                                                                             "model")
 
 
 def test_scalars_for_tensorboard_and_anatomy_only_agents(small_lm):
@@ -63,7 +63,7 @@ def test_scalars_for_tensorboard_and_anatomy_only_agents(small_lm):
 
     from composition_gym import ExpertPolicy
 
-    config = DiagnoseConfig(env_ids=["Compose-L3-v0"], episodes=5, probe_episodes=8, probe_test_episodes=4,
+    config = DiagnoseConfig(env_ids=("Compose-L3-v0",), episodes=5, probe_episodes=8, probe_test_episodes=4,
                             attention_episodes=3)
     expert = diagnose(ExpertPolicy(), config)
     assert expert["probes"] is None and expert["attention"] is None  # no transformer inside
@@ -80,9 +80,9 @@ def test_scalars_for_tensorboard_and_anatomy_only_agents(small_lm):
 
 def test_config_errors():
     with pytest.raises(ValueError, match="episodes"):
-        DiagnoseConfig(episodes=0).validate()
+        DiagnoseConfig(episodes=0)
     with pytest.raises(ValueError, match="source"):
-        DiagnoseConfig(source="teacher").validate()
+        DiagnoseConfig(source="teacher")
 
 
 def test_package_exports_load_lazily():

@@ -90,8 +90,8 @@ def test_cli_train_grpo_and_eval_with_samples(tmp_path, capsys):
     init = tmp_path / "init.pt"
     tiny_lm().save(init)
     out = tmp_path / "rl.pt"
-    assert main(["train", "--algo", "rloo", "--init", str(init), "--rl-env", "Atomic-L1-v0", "--problems", "4",
-                 "--group-size", "2", "--iterations", "1", "--eval-every", "0", "--run-dir", str(tmp_path / "run"),
+    assert main(["train", "--algo", "rloo", "--init", str(init), "--rl-env", "Atomic-L1-v0",
+                 "--grpo.problems-per-iter", "4", "--grpo.group-size", "2", "--grpo.iterations", "1", "--eval-every", "0", "--run-dir", str(tmp_path / "run"),
                  "--out", str(out), "--no-progress", "--threads", "1"]) == 0
     assert TransformerLM.load(out).config == tiny_lm().config
     assert main(["eval", str(out), "--env", "Atomic-L1-v0", "--episodes", "3", "--samples", "2",

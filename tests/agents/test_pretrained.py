@@ -7,7 +7,7 @@ import os
 import pytest
 
 from composition_gym.agents import TransformerLM, pretrained
-from composition_gym.agents.pretrained import available, pretrained_info
+from composition_gym.agents.checkpoints import available, pretrained_info
 
 
 def test_pretrained_small_loads_offline_with_metadata():
@@ -17,7 +17,7 @@ def test_pretrained_small_loads_offline_with_metadata():
     info = pretrained_info("small")
     for key in ("env_id", "recipe", "seed", "date", "heldout_greedy_success"):
         assert key in info, key
-    path = os.path.join(os.path.dirname(__import__("composition_gym.agents.pretrained",
+    path = os.path.join(os.path.dirname(__import__("composition_gym.agents.checkpoints",
                                                    fromlist=["x"]).__file__), "small.pt")
     assert os.path.getsize(path) < 1_000_000
 

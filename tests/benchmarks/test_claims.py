@@ -7,12 +7,14 @@ import math
 
 import pytest
 
-from composition_gym.benchmarks.experiment import claims
+from composition_gym.benchmarks.experiment import claims, statistics
 from composition_gym.benchmarks.experiment.report import figure, markdown
 
 
 def _runs(table: dict[str, list[dict[str, float]]]) -> list[dict]:
-    return [{"seed": seed, "condition": cond, "success": succ}
+    """Run records with greedy success only (the other measures not reported)."""
+    return [{"seed": seed, "condition": cond,
+             "metrics": {e: {"greedy": v, "sampled": None, "pass_at_k": None, "all_steps": None} for e, v in succ.items()}}
             for cond, per_seed in table.items() for seed, succ in enumerate(per_seed)]
 
 
@@ -32,21 +34,21 @@ RUNS = _runs({
 
 
 def test_mean_se_matches_hand_computation():
-    stat = claims.mean_se([0.1, 0.2, 0.3])
+    stat = statistics.mean_se([0.1, 0.2, 0.3])
     assert stat["n"] == 3 and stat["mean"] == pytest.approx(0.2)
     assert stat["se"] == pytest.approx(0.1 / math.sqrt(3))
-    assert claims.mean_se([0.5])["se"] is None
+    assert statistics.mean_se([0.5])["se"] is None
     with pytest.raises(ValueError, match="at least one"):
-        claims.mean_se([])
+        statistics.mean_se([])
 
 
 def test_duplicate_run_is_an_error():
     with pytest.raises(ValueError, match="two runs"):
-        claims.summarize(RUNS + RUNS[:1])
+        statistics.summarize(RUNS + RUNS[:1])
 
 
 def test_verdicts_follow_paired_differences():
-    by_text = {(v["claim"], v["metric"], v["better"], v["worse"]): v for v in claims.verdicts(RUNS)}
+    by_text = {(v["claim"], v["metric"], v["better"], v["worse"]): v for v in statistics.verdicts(RUNS)}
     # Claim 1: gain on unseen (0.4, 0.4, 0.4) minus gain on ID (0.1, 0.1, 0.05) > 0 with small spread.
     gain = by_text[("claim1", "gain:ood_unseen-id", "rl_compound", "sft")]
     assert gain["diff"]["mean"] == pytest.approx((0.3 + 0.3 + 0.35) / 3)
@@ -61,44 +63,66 @@ def test_verdict_can_contradict():
     flipped = [dict(r, condition={"rl_atomic": "rl_compound", "rl_compound": "rl_atomic"}.get(r["condition"],
                                                                                              r["condition"]))
                for r in RUNS]
-    v = next(v for v in claims.verdicts(flipped) if v["metric"] == "ood_depth" and v["worse"] == "rl_atomic")
+    v = next(v for v in statistics.verdicts(flipped) if v["metric"] == "ood_depth" and v["worse"] == "rl_atomic")
     assert v["verdict"] == "contradicted"
 
 
 def test_gains_are_paired_by_seed():
-    g = claims.gains(RUNS)
+    g = statistics.gains(RUNS)
     assert g["ood_depth"]["mean"] == pytest.approx((0.35 + 0.41 + 0.36) / 3)
 
 
-def test_env_id_and_bad_profile():
-    assert claims.env_id("OOD-Depth-L4", "paper") == "composition_gym/Paper-OOD-Depth-L4-v0"
-    with pytest.raises(ValueError, match="unknown profile"):
-        claims.env_id("Compose-L3", "huge")
+def test_premise_checks_small_profile_are_exhaustive():
+    from composition_gym.benchmarks.experiment.cells import Cell
+    from composition_gym.benchmarks.experiment.protocol import premise_checks
 
-
-def test_support_checks_small_profile_is_exhaustive():
-    checks = claims.support_checks("small")
+    checks = premise_checks(Cell(), "small")
     assert checks["exhaustive"] and checks["sft_cascades_checked"] > 1000
-    assert checks["sft_covers_every_routing_skill_step"] and checks["sft_disjoint_from"] == ["ood_unseen", "rl_beyond"]
+    assert checks["sft_covers_every_routing_skill_step"]
+    assert checks["sft_disjoint_from"] == ["ood_unseen", "ood_unseen_l4", "ood_unseen_l5"]
+    assert checks["beyond_share_outside_sft"] == 1.0  # the L=3 RL split shares nothing with SFT
+    # The L=4 target mixes in depth-1 problems (atomic: every split's by design) so that RL forgets nothing.
+    assert 0.85 < premise_checks(Cell(rl_target="L4"), "small")["beyond_share_outside_sft"] < 0.95
 
 
 @pytest.mark.parametrize("exposure", [0.0, 0.05])
-def test_support_checks_routing_skill_family(exposure):
-    checks = claims.support_checks("small", "routing_skill", exposure=exposure)
-    assert checks["sft_covers_every_skill_and_routing"] and checks["sft_disjoint_from"] == ["ood_rs"]
+def test_premise_checks_routing_skill_family(exposure):
+    from composition_gym.benchmarks.experiment.cells import Cell
+    from composition_gym.benchmarks.experiment.protocol import premise_checks
+
+    checks = premise_checks(Cell(family="routing_skill", exposure=exposure), "small")
+    assert checks["sft_covers_every_skill_and_routing"] and checks["sft_disjoint_from"] == ["ood_rs", "ood_rs_l4"]
     # Held-out pairs are absent at exposure 0; exposure > 0 lets their exposable half in.
     assert checks["sft_covers_every_routing_skill_step"] == (exposure > 0)
+    assert checks["beyond_share_outside_sft"] is None  # no L=3 beyond set in this family
 
 
 def test_every_family_names_registered_presets_and_known_eval_keys():
     from composition_gym.registration import env_id
 
     for fam in claims.FAMILIES.values():
-        for preset in (*fam.sft, *fam.rl.values(), *fam.evals.values()):
-            env_id(preset, "small", claims.VERSION)  # raises on an unknown preset
-        assert set(fam.evals) <= set(claims.EVAL_LABELS) and set(fam.exposure) <= {*fam.sft, *fam.evals.values()}
+        sets = [fam.sft, *fam.rl.values(), *(p for p, _ in fam.beyond.values()), *(p for p, _ in fam.evals.values())]
+        for preset in sets:
+            env_id(preset, "small", claims.ENV_VERSION)  # raises on an unknown preset
+        assert set(fam.evals) <= set(claims.EVAL_LABELS) and set(fam.exposure) <= set(sets)
+        assert set(fam.beyond) <= set(claims.RL_TARGETS)
     for cond in claims.CONDITIONS.values():
         assert (cond.trainer is None) == (cond.rl_set is None)
+
+
+def test_forgetting_and_leakage_tables():
+    runs = _runs({"sft": [_succ(0.8, 0.5, 0.20, 0.05, 0.9)] * 3,
+                  "rl_disjoint": [_succ(0.7, 0.5, 0.21, 0.30, 0.9)] * 3})
+    for run in runs:
+        run["leakage"] = {"ood_depth": {"sft": 0, "arm": 7 if run["condition"] == "rl_disjoint" else 0},
+                          "ood_unseen": {"sft": 0, "arm": 0}}
+    rows = {(r["condition"], r["set"]): r for r in statistics.forgetting(runs, episodes=200)}
+    assert rows["rl_disjoint", "id"]["forgets"] and not rows["rl_disjoint", "ood_unseen"]["forgets"]
+    assert statistics.leakage_table(runs)["rl_disjoint"]["ood_depth"] == {"sft": 0, "arm": 21}
+    text = markdown({"meta": {"date": "d", "commit": "c", "command": "x", "profile": "small", "budget_name": "b",
+                              "budget": {"eval_episodes": 200}, "seeds": [0, 1, 2], "workers": 1, "wall_time_s": 1.0},
+                     "runs": runs, **statistics.statistics(runs, 200)})
+    assert "✗" in text and "| SFT + RL compound, beyond the SFT support | L=4, all splits | arm: 21 |" in text
 
 
 def _v2(cond: str, seed: int, greedy: float, pass_k: float) -> dict:
@@ -109,19 +133,19 @@ def _v2(cond: str, seed: int, greedy: float, pass_k: float) -> dict:
 def test_measures_of_v2_records_and_pass_at_k_verdicts():
     runs = [_v2("sft", s, 0.30, 0.60) for s in range(3)] + \
            [_v2("rl_compound", s, g, p) for s, (g, p) in enumerate([(0.52, 0.61), (0.55, 0.60), (0.50, 0.62)])]
-    assert claims.run_scores(runs[0], "pass_at_k") == {"ood_rs": 0.60, "id": 0.60}
-    assert claims.run_scores(runs[0], "all_steps") == {}  # not reported by the env: left out
-    assert claims.run_scores(RUNS[0], "sampled") == {}  # v0 records hold greedy success only
+    assert statistics.run_scores(runs[0], "pass_at_k") == {"ood_rs": 0.60, "id": 0.60}
+    assert statistics.run_scores(runs[0], "all_steps") == {}  # not reported by the env: left out
+    assert statistics.run_scores(RUNS[0], "sampled") == {}  # not reported: left out
     with pytest.raises(ValueError, match="unknown measure"):
-        claims.run_scores(runs[0], "best")
-    greedy = claims.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200)
-    assert greedy["mean"] == pytest.approx((0.22 + 0.25 + 0.20) / 3) and claims.verdict_of(greedy) == "supported"
-    sharpened = claims.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200, measure="pass_at_k")
-    assert claims.verdict_of(sharpened) == "inconclusive"  # RL sharpened what SFT could already sample
-    stats = claims.statistics(runs, 200)
+        statistics.run_scores(runs[0], "best")
+    greedy = statistics.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200)
+    assert greedy["mean"] == pytest.approx((0.22 + 0.25 + 0.20) / 3) and statistics.verdict_of(greedy) == "supported"
+    sharpened = statistics.paired_difference(runs, "rl_compound", "sft", "ood_rs", episodes=200, measure="pass_at_k")
+    assert statistics.verdict_of(sharpened) == "inconclusive"  # RL sharpened what SFT could already sample
+    stats = statistics.statistics(runs, 200)
     rs = [v for v in stats["verdicts"] if v["metric"] == "ood_rs"]
     assert rs and rs[0]["verdict"] == "supported" and stats["verdicts_pass_at_k"][0]["measure"] == "pass_at_k"
-    # Comparisons on sets these runs lack (unseen L=3, L=4) are left out, not errors.
+    # Comparisons on sets (or conditions) these runs lack are left out, not errors.
     assert {v["metric"] for v in stats["verdicts"]} == {"ood_rs", "gain:ood_rs-id"}
 
 
@@ -130,8 +154,8 @@ def test_markdown_and_figure_render(tmp_path):
         "meta": {"date": "2026-01-01T00:00:00+00:00", "commit": "abc1234", "dirty": False, "command": "compgym reproduce",
                  "profile": "small", "budget_name": "default", "budget": {"eval_episodes": 10, "ppo_steps": 5},
                  "seeds": [0, 1, 2], "workers": 1, "wall_time_s": 60.0},
-        "runs": RUNS, "summary": claims.summarize(RUNS), "gains": claims.gains(RUNS),
-        "verdicts": claims.verdicts(RUNS), "checks": {"ok": True},
+        "runs": RUNS, "summary": statistics.summarize(RUNS), "gains": statistics.gains(RUNS),
+        "verdicts": statistics.verdicts(RUNS), "checks": {"ok": True},
     }
     json.dumps(doc)  # the document is JSON as it stands
     text = markdown(doc)
@@ -145,12 +169,12 @@ def test_evaluation_noise_keeps_a_one_episode_difference_inconclusive():
     # +1 episode in 200 on every seed: zero spread over seeds, but far inside evaluation noise.
     runs = _runs({"sft": [_succ(0.8, 0.8, 0.7, 0.020, 0.2)] * 3,
                   "rl_atomic": [_succ(0.8, 0.8, 0.7, 0.025, 0.3)] * 3})
-    row = next(v for v in claims.verdicts(runs, episodes=200) if v["better"] == "rl_atomic")
+    row = next(v for v in statistics.verdicts(runs, episodes=200) if v["better"] == "rl_atomic")
     assert row["diff"]["mean"] == pytest.approx(0.005) and row["verdict"] == "inconclusive"
     assert row["diff"]["se"] > row["diff"]["se_seeds"] == 0.0
-    assert next(v for v in claims.verdicts(runs) if v["better"] == "rl_atomic")["verdict"] == "supported"
+    assert next(v for v in statistics.verdicts(runs) if v["better"] == "rl_atomic")["verdict"] == "supported"
     with pytest.raises(ValueError, match="episodes"):
-        claims.verdicts(runs, episodes=0)
+        statistics.verdicts(runs, episodes=0)
 
 
 def test_report_main_recomputes_and_renders(tmp_path):

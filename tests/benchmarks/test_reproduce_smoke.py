@@ -2,24 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import pytest
 import torch
 
-from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES, MEASURES
-from composition_gym.benchmarks.cli import register
-from composition_gym.benchmarks.experiment.protocol import BUDGETS
-from composition_gym.benchmarks.experiment.reproduce import add_arguments, reproduce
 from composition_gym.benchmarks.engine.store import RunStore
+from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES, MEASURES
+from composition_gym.benchmarks.experiment.protocol import PRESETS
+from composition_gym.benchmarks.experiment.reproduce import ReproduceConfig, reproduce
+from composition_gym.cli import parse_config
+
+
+def tiny(**changes) -> ReproduceConfig:
+    """The tiny preset with ``changes``, one worker, no progress display."""
+    return ReproduceConfig.from_presets("small", "tiny").replace(workers=1, progress=False, **changes)
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("reproduce")
-    doc = reproduce(seeds=1, budget="tiny", conditions=("sft", "rl_compound"), out=root / "results",
-                    runs_dir=root / "store", workers=1, progress=False, command="pytest smoke")
+    doc = reproduce(tiny(seeds=1, conditions=("sft", "rl_compound"), out=str(root / "results"),
+                         runs_dir=str(root / "store")), command="pytest smoke")
     return doc, root
 
 
@@ -29,7 +33,9 @@ def test_runs_carry_every_measure_on_every_eval_set(tiny_run):
     for run in doc["runs"]:
         assert set(run["metrics"]) == set(FAMILIES["compose"].evals)
         for m in run["metrics"].values():
-            assert set(m) == set(MEASURES) and 0.0 <= m["greedy"] <= m["pass_at_k"] <= 1.0
+            assert set(m) == {*MEASURES, "first_fail"} and 0.0 <= m["greedy"] <= m["pass_at_k"] <= 1.0
+            assert abs(sum(m["first_fail"].values()) - 1.0) < 1e-9
+        assert set(run["leakage"]) == set(FAMILIES["compose"].evals)
         # the module diagnostics of each arm's model, as compgym diagnose's comparison rows
         rows = run["diagnostics"]
         assert any(k.startswith("probe skill by layer") for k in rows)
@@ -43,9 +49,10 @@ def test_outputs_are_written_and_well_formed(tiny_run):
     doc, root = tiny_run
     saved = json.loads((root / "results" / "reproduce.json").read_text())
     assert saved["meta"]["command"] == "pytest smoke" and saved["meta"]["version"] == "v1"
-    assert saved["meta"]["budget"]["rl_episodes"] == BUDGETS["small"]["tiny"].rl_episodes
+    assert saved["meta"]["budget"]["rl_episodes"] == PRESETS["small"]["tiny"].cell.rl_episodes
     text = (root / "results" / "reproduce.md").read_text()
-    for title in ("Claim 1", "Claim 2", "Claim 3", "Every measure", "Verdicts", "Module diagnostics per condition"):
+    for title in ("Claim 1", "Claim 2", "Claim 3", "RL beyond the SFT support", "Every measure", "Verdicts",
+                  "Leakage check", "Module diagnostics per condition"):
         assert f"## {title}" in text
     for block in (b for b in text.split("\n\n") if b.startswith("|")):
         rows = block.splitlines()  # every row of a table has as many cells as its header
@@ -54,54 +61,70 @@ def test_outputs_are_written_and_well_formed(tiny_run):
     assert list((root / "store" / "tensorboard").glob("*rl_compound*/events.out.tfevents.*"))
 
 
-def test_same_command_again_reuses_every_run(tiny_run, tmp_path):
+def test_same_command_again_reuses_every_run(tiny_run, tmp_path, capsys):
     doc, root = tiny_run
     store = RunStore(root / "store")
     before = {r["key"]: r["finished"] for r in store.records()}
-    again = reproduce(seeds=1, budget="tiny", conditions=("sft", "rl_compound"), out=tmp_path,
-                      runs_dir=root / "store", progress=False, command="pytest smoke")
+    again = reproduce(tiny(seeds=1, conditions=("sft", "rl_compound"), out=str(tmp_path),
+                           runs_dir=str(root / "store")), command="pytest smoke")
+    assert f"resuming: 2 of 2 runs already finished in {store.root}" in capsys.readouterr().err
     assert {r["key"]: r["finished"] for r in store.records()} == before  # nothing re-ran
     assert again["runs"] == doc["runs"] and again["verdicts"] == doc["verdicts"]
 
 
 def test_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="unknown profile"):
-        reproduce(profile="huge", out=tmp_path)
+        ReproduceConfig.from_presets("huge")
     with pytest.raises(ValueError, match="unknown budget"):
-        reproduce(budget="enormous", out=tmp_path)
-    with pytest.raises(ValueError, match="seeds"):
-        reproduce(seeds=0, out=tmp_path)
-    with pytest.raises(ValueError, match="unknown condition"):
-        reproduce(conditions=("sft", "rl_magic"), out=tmp_path)
-    with pytest.raises(ValueError, match="rl_episodes"):
-        reproduce(overrides={"rl_episodes": 0}, out=tmp_path)
-    with pytest.raises(ValueError, match="unknown budget field"):
-        reproduce(overrides={"ppo_steps": 10}, out=tmp_path)
-    with pytest.raises(ValueError, match="unknown family"):
-        reproduce(cell={"family": "nope"}, out=tmp_path)
+        ReproduceConfig.from_presets("small", "enormous")
+    with pytest.raises(ValueError, match="seeds must be >= 1"):
+        tiny(seeds=0)
+    with pytest.raises(ValueError, match="conditions has an element 'rl_magic'"):
+        tiny(conditions=("sft", "rl_magic"))
+    with pytest.raises(ValueError, match="rl_episodes must be >= 1"):
+        tiny(rl_episodes=0)
+    with pytest.raises(TypeError, match="unknown ReproduceConfig setting"):
+        tiny(ppo_steps=10)
+    with pytest.raises(ValueError, match="family must be one of"):
+        tiny(family="nope")
     with pytest.raises(ValueError, match="unknown torch device"):
-        reproduce(device="gpu9", out=tmp_path, runs_dir=tmp_path / "store")
+        reproduce(tiny(device="gpu9", out=str(tmp_path), runs_dir=str(tmp_path / "store")))
     if not torch.cuda.is_available():  # refused before any run starts, not inside each worker
         with pytest.raises(ValueError, match="no CUDA GPU"):
-            reproduce(budget="tiny", device="cuda", out=tmp_path, runs_dir=tmp_path / "store")
+            reproduce(tiny(device="cuda", out=str(tmp_path), runs_dir=str(tmp_path / "store")))
     assert not (tmp_path / "store" / "records").exists() or not any((tmp_path / "store" / "records").iterdir())
 
 
-def test_cli_options():
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["reproduce", "--profile", "paper", "--seeds", "4", "--budget", "tiny", "--out", "x"])
-    assert (args.profile, args.seeds, args.budget, args.out) == ("paper", 4, "tiny", "x")
-    assert callable(args.func)
-    own = argparse.ArgumentParser()
-    add_arguments(own)
-    args = own.parse_args(["--backend", "ray", "--address", "auto", "--gpus-per-trial", "0.5", "--device", "cuda",
-                           "--family", "routing_skill", "--exposure", "0.05", "--trace-format", "tagged"])
-    assert (args.backend, args.address, args.gpus_per_trial, args.device) == ("ray", "auto", 0.5, "cuda")
+def test_a_setting_that_does_not_apply_to_the_family_is_refused_not_dropped():
+    """The bug of the old command line: ``--family compose --exposure 0.05`` was accepted, the value
+    dropped when the ids were built, yet it changed the cell's tag and run keys."""
+    with pytest.raises(ValueError, match="exposure applies to the families"):
+        tiny(family="compose", exposure=0.05)
+    with pytest.raises(ValueError, match="rl_target 'pairs' does not apply to family 'compose'"):
+        tiny(rl_target="pairs")
+    cfg = tiny(family="routing_skill", exposure=0.05)
+    assert cfg.cell().exposure == 0.05 and tiny(family="routing_skill").cell().exposure == 0.0
+
+
+def test_the_command_line_is_derived_from_the_settings():
+    cfg = parse_config(ReproduceConfig, ["--profile", "paper", "--seeds", "4", "--budget", "tiny", "--out", "x",
+                                         "--backend", "ray", "--ray.address", "auto", "--ray.gpus-per-trial", "0.5",
+                                         "--family", "routing_skill", "--exposure", "0.05", "--trace-format", "tagged",
+                                         "--prompt-format", "pipeline", "--grpo.lr", "5e-5", "--rl-episodes", "64"],
+                       "compgym reproduce")
+    assert (cfg.profile, cfg.seeds, cfg.budget, cfg.out) == ("paper", 4, "tiny", "x")
+    assert (cfg.backend, cfg.ray.address, cfg.ray.gpus_per_trial) == ("ray", "auto", 0.5)
+    cell = cfg.cell()
+    assert (cell.family, cell.exposure, cell.trace_format, cell.prompt_format) == ("routing_skill", 0.05, "tagged",
+                                                                                   "pipeline")
+    # The preset's settings stay unless an option names them.
+    tiny_budget = PRESETS["paper"]["tiny"].budget
+    assert cfg.budget_settings() == tiny_budget.replace(grpo=tiny_budget.grpo.replace(lr=5e-5))
+    assert cell.rl_episodes == 64 and cell.sft_episodes == PRESETS["paper"]["tiny"].cell.sft_episodes
 
 
 @pytest.mark.slow
 def test_every_arm_and_two_workers(tmp_path):
-    doc = reproduce(seeds=2, budget="tiny", out=tmp_path, runs_dir=tmp_path, workers=2, progress=False)
+    doc = reproduce(tiny(seeds=2, out=str(tmp_path), runs_dir=str(tmp_path), workers=2))
     assert [(r["seed"], r["condition"]) for r in doc["runs"]] == [(s, c) for s in (0, 1) for c in CONDITIONS]
-    assert {v["claim"] for v in doc["verdicts"]} == {"claim1", "claim2", "claim3"}
+    assert {v["claim"] for v in doc["verdicts"]} == {"claim1", "claim2", "claim3", "control"}

@@ -9,7 +9,7 @@ import pytest
 import composition_gym  # noqa: F401  (registers the ids)
 
 from composition_gym import tokens as T
-from composition_gym.cascade import Cascade, Problem, Scorer, parse_program, parse_prompt
+from composition_gym.cascade import PROMPT_FORMATS, Cascade, Problem, Scorer, parse_program, parse_prompt
 from composition_gym.modules import ROUTINGS, SKILLS
 from composition_gym.profiles import PAPER, SMALL
 
@@ -33,6 +33,53 @@ def test_program_round_trips_for_every_small_cascade():
     for combo in itertools.product(steps, repeat=3):
         c = Cascade(combo)
         assert parse_program(c.program()) == c
+
+
+@pytest.mark.parametrize("fmt", ["pipeline", "reversed"])
+def test_step_listing_prompt_formats_round_trip_for_every_small_cascade(fmt):
+    steps = list(itertools.product(SMALL.routings, SMALL.skills))
+    for combo in itertools.product(steps, repeat=3):
+        c = Cascade(combo)
+        assert parse_program(c.program(fmt), fmt) == c
+
+
+def test_prompt_formats_list_the_same_steps_in_their_orders():
+    c = Cascade((("Chain", "Sort"), ("PrefixX", "Rev"), ("Keep", "Flip")))
+    assert " ".join(c.program("pipeline")) == "Chain Sort ; PrefixX Rev ; Keep Flip"
+    assert " ".join(c.program("reversed")) == "Keep Flip ; PrefixX Rev ; Chain Sort"
+    # Every token has its writer: the nested X is step 0's, a separator the step after it.
+    assert c.program_owners("reversed") == [("Keep", 3), ("Flip", 3), (";", 2), ("PrefixX", 2), ("Rev", 2),
+                                            (";", 1), ("Chain", 1), ("Sort", 1)]
+    assert [o for _, o in c.program_owners()] == [3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 0, 1, 2, 3]
+    with pytest.raises(ValueError, match="prompt_format"):
+        c.program("sideways")
+    with pytest.raises(ValueError, match="expected a routing and a skill"):
+        parse_program(["Chain", "Sort", ";", "Rev"], "pipeline")
+    with pytest.raises(ValueError, match="expected ';'"):
+        parse_program(["Chain", "Sort", "Chain", "Rev"], "pipeline")
+
+
+@pytest.mark.parametrize("fmt", PROMPT_FORMATS)
+def test_every_prompt_format_is_played_by_the_expert_and_parsed_back(fmt):
+    from composition_gym import ExpertPolicy
+
+    env = gym.make("composition_gym/OOD-Depth-L4-v1", prompt_format=fmt)
+    expert = ExpertPolicy.for_env(env)
+    for seed in range(20):
+        obs, info = env.reset(seed=seed)
+        problem = env.unwrapped.problem
+        assert parse_prompt(obs, SMALL.alphabet, fmt) == problem
+        assert info["prompt"] == T.decode(problem.encode_prompt(False, fmt)[0])
+        done, total = False, 0.0
+        while not done:
+            action = int(expert.act(obs))
+            assert action == env.unwrapped.expert_action()
+            obs, reward, term, trunc, info = env.step(action)
+            total += reward
+            done = term or trunc
+        assert total == 1.0 and info["is_success"]
+    with pytest.raises(ValueError, match="prompt_format"):
+        gym.make("composition_gym/Compose-L3-v1", prompt_format="sideways")
 
 
 def test_program_round_trips_for_every_routing_pair_of_paper_profile():

@@ -43,9 +43,11 @@ def test_show_prints_prompt_cascade_and_trace(capsys):
 
 @pytest.mark.parametrize("argv,needle", [
     (["show", "Nope-v0"], "unknown env id 'Nope-v0'"),
-    (["show", "Compose-L3-v0", "--episodes", "0"], "--episodes: must be an integer >= 1, got '0'"),
-    (["play", "Compose-L3-v0", "--episodes", "x"], "--episodes: must be an integer, got 'x'"),
-    (["list", "--profile", "big"], "invalid choice: 'big'"),
+    (["show", "Compose-L3-v0", "--episodes", "0"], "ShowConfig.episodes must be >= 1, got 0"),
+    (["play", "Compose-L3-v0", "--episodes", "x"], "Error parsing --episodes: invalid literal for int()"),
+    (["show", "Compose-L3-v0", "--epsodes", "2"], "Unrecognized options: --epsodes, 2 Perhaps you meant: "
+                                                  "--episodes INT"),
+    (["list", "--profile", "big"], "invalid choice 'big' for argument '--profile'"),
     (["nosuchcommand"], "invalid choice: 'nosuchcommand'"),
 ])
 def test_user_errors_are_one_line_with_status_2(capsys, argv, needle):
@@ -65,7 +67,7 @@ def test_an_internal_error_is_one_line_that_points_to_debug(monkeypatch, capsys)
     def boom(args):
         raise RuntimeError("kaput")
 
-    monkeypatch.setattr(cli, "_cmd_list", boom)
+    monkeypatch.setattr(cli, "run_list", boom)
     err = _one_line_error(capsys, cli.main(["list"]))
     assert "RuntimeError: kaput" in err and "--debug" in err
 

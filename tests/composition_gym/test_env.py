@@ -197,7 +197,7 @@ def test_numpy_scalar_and_0d_actions_accepted():
     ({"depth": [4, 2]}, ValueError, "empty"),
     ({"depth": "3"}, ValueError, "depth"),
     ({"trace_format": "prose"}, ValueError, "trace_format"),
-    ({"render_mode": "rgb_array"}, TypeError, "render_mode"),
+    ({"render_mode": "rgb"}, TypeError, "render_mode"),
     ({"max_len": 10}, ValueError, "too short for the prompt"),
     ({"skills": ["Nope"]}, ValueError, "unknown or no skills"),
     ({"alphabet": "aA"}, ValueError, "alphabet"),

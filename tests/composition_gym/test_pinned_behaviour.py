@@ -72,9 +72,10 @@ def _final_info_text(info: dict) -> str:
     return json.dumps(keep, sort_keys=True, default=str)
 
 
-def episodes_hash(env_id: str, agent: str) -> str:
-    """A digest of 50 seeded episodes of ``env_id`` played by ``agent`` (``expert`` or ``random``)."""
-    env = gym.make(env_id)
+def episodes_hash(env_id: str, agent: str, **kwargs) -> str:
+    """A digest of 50 seeded episodes of ``env_id`` (made with ``kwargs``) played by ``agent``
+    (``expert`` or ``random``)."""
+    env = gym.make(env_id, **kwargs)
     h = hashlib.sha256()
     rng = np.random.default_rng(12345)
     for ep in range(EPISODES):
@@ -102,3 +103,22 @@ def test_episodes_unchanged(key):
         pytest.skip("no pins recorded")
     env_id, agent = key.rsplit("@", 1)
     assert episodes_hash(env_id, agent) == PINNED[key]
+
+
+#: The prompt formats other than ``nested`` (added after v1, behind a kwarg): pinned when added.
+PINNED_PROMPT_FORMATS: dict[str, str] = {
+    "composition_gym/Compose-L1to3-v1@pipeline@expert": "d8dbda91f13ee5c4",
+    "composition_gym/OOD-Depth-L4-v1@pipeline@expert": "9538a3a6ef83e25f",
+    "composition_gym/Compose-L1to3-v1@pipeline@random": "a42604464d3d2f46",
+    "composition_gym/OOD-Depth-L4-v1@pipeline@random": "fb282186a84eea30",
+    "composition_gym/Compose-L1to3-v1@reversed@expert": "9ee5d7084459bac1",
+    "composition_gym/OOD-Depth-L4-v1@reversed@expert": "5180c3fae09e059b",
+    "composition_gym/Compose-L1to3-v1@reversed@random": "537c84076eedd150",
+    "composition_gym/OOD-Depth-L4-v1@reversed@random": "41242ca92f144f45",
+}
+
+
+@pytest.mark.parametrize("key", sorted(PINNED_PROMPT_FORMATS))
+def test_prompt_format_episodes_unchanged(key):
+    env_id, fmt, agent = key.split("@")
+    assert episodes_hash(env_id, agent, prompt_format=fmt) == PINNED_PROMPT_FORMATS[key]

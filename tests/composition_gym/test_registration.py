@@ -47,7 +47,9 @@ def test_v1_suites():
     assert suite("ood", "paper", "v1") == [env_id(n, "paper", "v1") for n in ("OOD-Unseen-L3", "OOD-Depth-L4")]
     assert len(suite("all", version="v1")) == len(V1_NAMES)
     assert {r["role"] for r in list_envs()} == set(ROLES)
-    assert suite("id") == ["composition_gym/Compose-L3-v0", "composition_gym/Compose-RL-L3-v0"]  # default: v0
+    # The defaults are the newest version (v1), as a short name resolves; v0 stays registered and pinned.
+    assert suite("id") == suite("id", version="v1") and env_id("Compose-L3") == "composition_gym/Compose-L3-v1"
+    assert suite("id", version="v0") == ["composition_gym/Compose-L3-v0", "composition_gym/Compose-RL-L3-v0"]
 
 
 def test_resolve_names():
@@ -60,6 +62,6 @@ def test_resolve_names():
 
 def test_make_without_namespace_is_gymnasiums_error():
     # Gymnasium looks names up in the default namespace only and offers no hook for a hint there
-    # (the README says so); resolve_env_id is the way to accept bare names.
+    # (docs/environment.md says so); resolve_env_id is the way to accept bare names.
     with pytest.raises(gym.error.NameNotFound):
         gym.make("Compose-L3-v0")

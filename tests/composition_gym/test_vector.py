@@ -105,6 +105,8 @@ def test_same_episodes_as_sync_vector_env(mode):
     {"trace_format": "answer", "format_penalty": 1.0},
     {"depth": [1, 4]},
     {"trace_format": "tagged", "max_len": 40},  # short: many truncations
+    {"prompt_format": "pipeline"},
+    {"prompt_format": "reversed", "trace_format": "tagged"},
 ])
 def test_same_episodes_with_env_kwargs(kwargs):
     assert_same_run(COMPOSE, 5, 200, seed=3, **kwargs)

@@ -34,7 +34,15 @@ def pretrained(name: str = "small", device: str = "cpu") -> TransformerLM:
     Raises:
         ValueError: on an unknown name (the message lists the shipped ones).
     """
-    return TransformerLM.load(_path(name, ".pt"), map_location=device).eval()
+    lm = TransformerLM.load(_path(name, ".pt"), map_location=device).eval()
+    if lm.trained_on is None:  # shipped before checkpoints recorded it: the metadata names the env
+        from composition_gym.agents.coverage import profile_summary
+        from composition_gym.agents.sampling import make_vec
+
+        venv = make_vec(pretrained_info(name)["env_id"], 1)
+        lm.trained_on = profile_summary(venv.profile)
+        venv.close()
+    return lm
 
 
 def make_pretrained(env_id: str, name: str = "small", seed: int = 0, out_dir: str = _HERE,

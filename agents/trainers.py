@@ -1,0 +1,98 @@
+"""Trainers by name: one signature for every way a model is trained further from a checkpoint.
+
+``TRAINERS[name].train(env_id, lm, config, episodes=…, seed=…, run_dir=…, device=…)`` returns
+``(lm, stats)``.  The reproduction's arms (:mod:`composition_gym.benchmarks.experiment.protocol`)
+look their trainer up here instead of branching on it, so a new trainer is one entry:
+
+* ``sft``: behavior cloning continued on expert traces (:class:`~.settings.BCConfig`);
+* ``grpo`` / ``drgrpo`` / ``rloo``: group-relative RL (:class:`~.settings.GRPOConfig`; ``grpo``
+  keeps the config's ``advantage``, the other two names set theirs);
+* ``maskable_ppo``: SB3 MaskablePPO on the transformer policy (:class:`~.settings.PPOConfig`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+
+from composition_gym.agents import seeds
+from composition_gym.agents.settings import BCConfig, GRPOConfig, PPOConfig
+from composition_gym.config import Config
+
+
+@dataclass(frozen=True)
+class Trainer:
+    """A named trainer: its config class and ``train(env_id, lm, config, **run) -> (lm, stats)``."""
+
+    name: str
+    config: type[Config]
+    train: Callable[..., tuple[Any, dict[str, Any]]]
+
+
+def _sft(env_id: str, lm: Any, config: BCConfig, *, episodes: int, seed: int, run_dir: str | None,
+         device: str) -> tuple[Any, dict[str, Any]]:
+    """Behavior cloning from ``lm`` on ``config.episodes`` expert traces of ``env_id`` (``episodes`` unused)."""
+    from composition_gym.agents.bc import behavior_cloning
+
+    return behavior_cloning(env_id, settings=config, lm=lm, seed=seed, tensorboard_log=run_dir, run_dir=run_dir,
+                            progress=False, threads=1, device=device)
+
+
+def _group_relative(advantage: str | None) -> Callable[..., tuple[Any, dict[str, Any]]]:
+    def train(env_id: str, lm: Any, config: GRPOConfig, *, episodes: int, seed: int, run_dir: str | None,
+              device: str) -> tuple[Any, dict[str, Any]]:
+        """Group-relative RL for ``config.iterations`` iterations (resumes from ``run_dir``'s checkpoint)."""
+        from composition_gym.agents.grpo import train_grpo
+
+        cfg = config if advantage is None else dataclasses.replace(config, advantage=advantage)
+        lm, stats = train_grpo(env_id, lm, cfg, seed=seed, run_dir=run_dir, progress=False, device=device, resume=True)
+        numbers = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        return lm, {**numbers, "episodes": episodes, "iterations": cfg.iterations}
+
+    return train
+
+
+def _maskable_ppo(env_id: str, lm: Any, config: PPOConfig, *, episodes: int, seed: int, run_dir: str | None,
+                  device: str) -> tuple[Any, dict[str, Any]]:
+    """MaskablePPO for about ``episodes`` episodes: SB3 counts tokens, so the budget is ``episodes``
+    x the mean length of the expert's episodes on ``env_id`` (recorded)."""
+    from composition_gym.agents import lm_from_policy, train_ppo
+
+    mean_len = mean_episode_tokens(env_id, seed)
+    steps = max(1, round(episodes * mean_len))
+    model = train_ppo(env_id, lm, steps, seed=seed, n_envs=config.n_envs, run_dir=run_dir, progress=False, threads=1,
+                      device=device, **config.sb3_kwargs())
+    return lm_from_policy(model.policy), {"episodes": episodes, "timesteps": steps, "mean_expert_episode_tokens": mean_len}
+
+
+def mean_episode_tokens(env_id: str, seed: int, episodes: int = 64) -> float:
+    """Mean length (tokens) of the expert's episodes on ``env_id``."""
+    env = gym.make(env_id)
+    total = 0
+    for i in range(episodes):
+        env.reset(seed=seed + seeds.EPISODE_LENGTH + i)
+        done = False
+        while not done:
+            _, _, terminated, truncated, _ = env.step(env.unwrapped.expert_action())
+            total += 1
+            done = terminated or truncated
+    env.close()
+    return total / episodes
+
+
+TRAINERS: dict[str, Trainer] = {
+    t.name: t
+    for t in (
+        Trainer("sft", BCConfig, _sft),
+        # "grpo" trains with the config's own advantage; the other two names fix theirs.
+        Trainer("grpo", GRPOConfig, _group_relative(None)),
+        *(Trainer(name, GRPOConfig, _group_relative(name)) for name in ("drgrpo", "rloo")),
+        Trainer("maskable_ppo", PPOConfig, _maskable_ppo),
+    )
+}
+
+__all__ = ["TRAINERS", "Trainer", "mean_episode_tokens"]
