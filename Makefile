@@ -19,8 +19,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/compgym demo
 
-# The whole suite on every core (pytest-xdist).  Under --dist loadgroup, tests/conftest.py keeps
-# the tests sharing the session's BC model (about 9 minutes) on one worker, so it is trained once.
+# The whole suite on every core (pytest-xdist).  tests/conftest.py collects the one long test (the
+# BC acceptance run, about 9 minutes) first, so one worker starts it at once.
 test: $(STAMP)
 	$(PY) -m pytest -n auto --dist loadgroup
 

@@ -154,7 +154,8 @@ class GRPOConfig(Config):
     minibatch_size: int = bounded(2048, ge=1)
     """Completions per optimizer step."""
     kl_coef: float = bounded(0.0, ge=0)
-    """Weight of the KL to the reference (starting) model, k3 estimator."""
+    """Weight of the KL to the reference (starting) model, k3 estimator.  At 0 the reference pass
+    is skipped and kl_ref is estimated on kl_sample sampled completions."""
     loss_agg: Literal[LOSS_AGGREGATIONS] = "token"
     """token: mean over all tokens of a minibatch; sequence: mean of per-sequence token means."""
     grad_clip: float = bounded(1.0, gt=0)
@@ -165,6 +166,13 @@ class GRPOConfig(Config):
     """Iterations between checkpoints (with a run_dir)."""
     process_reward: float = bounded(0.0, ge=0)
     """The env's reward per correct intermediate (0: outcome reward only)."""
+    kl_sample: int = bounded(256, ge=0)
+    """Completions per iteration on which kl_ref is estimated when kl_coef is 0 (a strided
+    subsample, no random draw; 0 reports NaN)."""
+    compile: bool = False
+    """torch.compile the model body for the update: off by default, as on two CPU cores it gains about
+    9 % per iteration after some 18 s of compilation (docs/performance.md); not part of what the
+    run computes: a resumed run may change it."""
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ One set of weights serves three uses (see :mod:`composition_gym.agents.policy` f
 * a features extractor: the hidden state at the last real token of an observation;
 * a plain agent: greedy decoding under the grammar mask (:class:`composition_gym.agents.agent.LMAgent`).
 
+The file holds the model and its three forward paths (whole sequence, last position only, one
+cached token per row), which share the blocks' internals; it runs past 400 lines for that reason.
+The decoding cache and its attention are :mod:`composition_gym.agents.kv_cache`.
+
 Positions are *rotary* (RoPE): attention scores depend only on the distance between two tokens,
 never on their absolute index, so the OOD-depth environments (traces longer than any seen in
 training) do not meet an untrained position embedding.  Observations are right-padded with
@@ -197,10 +201,16 @@ class Rotary(nn.Module):
 
     @staticmethod
     def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        """Rotate feature pairs ``(x_i, x_{i+d/2})`` of ``x`` ``[..., T, d]`` by each token's angles."""
+        """Rotate feature pairs ``(x_i, x_{i+d/2})`` of ``x`` ``[..., T, d]`` by each token's angles.
+
+        ``cos``/``sin`` hold each pair's angle twice (``[..., d]``, as :meth:`tables` gives them);
+        the first half is used.  Half-width products and one concatenation: the same floats as
+        ``x * cos + cat(-x2, x1) * sin`` (``a + (-b)`` is ``a - b`` exactly) in half the tensor ops.
+        """
         half = x.shape[-1] // 2
         x1, x2 = x[..., :half], x[..., half:]
-        return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+        c, s = cos[..., :half], sin[..., :half]
+        return torch.cat([x1 * c - x2 * s, x2 * c + x1 * s], dim=-1)
 
 
 class Block(nn.Module):
@@ -221,11 +231,18 @@ class Block(nn.Module):
         q, k, v = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         return q, k, v
 
+    def _rotated_heads(self, x: torch.Tensor, cos: torch.Tensor,
+                       sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(q, k, v)`` ``[B, H, T, hd]`` with ``q`` and ``k`` rotated together (one set of ops for both)."""
+        b, t, _ = x.shape
+        qkv = self.qkv(self.ln1(x)).view(b, t, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        qk = Rotary.rotate(qkv[:2], cos, sin)
+        return qk[0], qk[1], qkv[2]
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 kv_out: list[tuple[torch.Tensor, torch.Tensor]] | None = None) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v = self._heads(x)
-        q, k = Rotary.rotate(q, cos, sin), Rotary.rotate(k, cos, sin)
+        q, k, v = self._rotated_heads(x, cos, sin)
         if kv_out is not None:  # prefill of a KV cache: keep the rotated keys and the values
             kv_out.append((k, v))
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
@@ -251,29 +268,24 @@ class Block(nn.Module):
         h = x[rows, index] + self.drop(self.proj(a.reshape(b, d)))
         return h + self.drop(self.ffn(self.ln2(h)))
 
+    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, cache: KVCache,
+                       layer: int) -> torch.Tensor:
+        """One new token per row, ``x`` ``[N, 1, d]``, attending to its prompt and trace in ``cache``.
 
-    def forward_cached(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, keys: torch.Tensor,
-                       values: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """One new token per row, ``x`` ``[B, 1, d]``, attending to the cache and itself.
-
-        Writes the token's rotated key and value at ``position[b]`` of ``keys``/``values``
-        ``[B, H, C, hd]`` (in place); attends to positions ``<= position[b]``.
+        Writes the token's rotated key and value into the cache's trace part (in place).
         """
-        b, _, d = x.shape
-        q, k, v = self._heads(x)  # [B, H, 1, hd]
-        q, k = Rotary.rotate(q, cos, sin), Rotary.rotate(k, cos, sin)
-        rows = torch.arange(b, device=x.device)
-        keys[rows, :, position] = k[:, :, 0]
-        values[rows, :, position] = v[:, :, 0]
-        width = int(position.max()) + 1  # no row sees past its own position: cut the rest
-        visible = (torch.arange(width, device=x.device)[None, :] <= position[:, None]).view(b, 1, 1, width)
-        a = F.scaled_dot_product_attention(q, keys[:, :, :width], values[:, :, :width], attn_mask=visible)
-        x = x + self.drop(self.proj(a.transpose(1, 2).reshape(b, 1, d)))
+        n, _, d = x.shape
+        q, k, v = self._rotated_heads(x, cos, sin)  # [N, H, 1, hd]
+        cache.write(layer, k, v)
+        a = cache.attend(layer, q)
+        x = x + self.drop(self.proj(a.reshape(n, 1, d)))
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
 class TransformerBody(nn.Module):
     """Token embedding, causal blocks and the final LayerNorm: ids ``[B, T]`` -> hidden ``[B, T, d]``."""
+
+    TRACE_ROOM = 32  # generated tokens a new KV cache holds before it first doubles
 
     def __init__(self, cfg: TransformerConfig):
         super().__init__()
@@ -308,10 +320,10 @@ class TransformerBody(nn.Module):
         return self.ln_f(x)
 
     def prefill(self, ids: torch.Tensor, capacity: int) -> tuple[torch.Tensor, KVCache]:
-        """Hidden state ``[B, d]`` at the last real token of each right-padded row, and the KV cache.
+        """Hidden state ``[B, d]`` at the last real token of each right-padded prompt row, and the KV cache.
 
-        Positions past a row's real length hold padding in the cache; decoding overwrites them
-        one by one before any query can see them.
+        ``capacity`` bounds the longest prompt; the cache has room for :data:`TRACE_ROOM` generated
+        tokens after it and doubles when a caller goes further.
         """
         self._check(ids)
         ids, lengths = trim_to_real(ids)
@@ -320,25 +332,27 @@ class TransformerBody(nn.Module):
         cos, sin = self.rotary.tables(ids)
         x = self._embed(ids)
         kv: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for block in self.blocks:
-            x = block(x, cos, sin, kv_out=kv)
-        b, t = ids.shape
+        for layer in self.blocks:
+            x = layer(x, cos, sin, kv_out=kv)
+        b, p = ids.shape
         rows, last = torch.arange(b, device=ids.device), (lengths - 1).clamp(min=0)
+        room = p + self.TRACE_ROOM
         keys, values = [], []
         for k, v in kv:
-            kc = k.new_zeros(b, k.shape[1], capacity, k.shape[3])
-            vc = v.new_zeros(b, v.shape[1], capacity, v.shape[3])
-            kc[:, :, :t], vc[:, :, :t] = k, v
-            keys.append(kc)
-            values.append(vc)
+            keys.append(k.new_empty(b, k.shape[1], room, k.shape[3]))
+            keys[-1][:, :, :p] = k
+            values.append(v.new_empty(b, v.shape[1], v.shape[3], room))
+            values[-1][..., :p] = v.transpose(-1, -2)
+        bias = torch.zeros(b, 1, 1, room, device=ids.device)
+        bias[..., :p].masked_fill_((torch.arange(p, device=ids.device)[None, :] >= lengths[:, None]).view(b, 1, 1, p),
+                                   float("-inf"))
         segment = ((ids == SEP_ID) | (ids == STEP_ID)).cumsum(dim=1)[rows, last]
         run = string_positions(ids, capacity + 1)[rows, last]
-        return self.ln_f(x[rows, last]), KVCache(keys, values, lengths.clone(), segment, run)
+        return self.ln_f(x[rows, last]), KVCache(keys, values, bias, lengths.clone(), p, 0, segment, run)
 
     def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Hidden state ``[B, d]`` of one new token per row appended at ``cache.length``; advances the cache."""
-        capacity = cache.keys[0].shape[2]
-        position = cache.length.clamp(max=capacity - 1)  # a finished row may run past; it is ignored
+        """Hidden state ``[R, d]`` of one new token per row appended to ``cache``; advances the cache."""
+        position = cache.length
         segment = cache.segment + ((tokens == SEP_ID) | (tokens == STEP_ID)).long()
         letter = (tokens >= LETTER_FIRST) & (tokens <= LETTER_LAST)
         run = torch.where(letter, cache.run + 1, torch.zeros_like(cache.run))
@@ -347,9 +361,9 @@ class TransformerBody(nn.Module):
             x = x + self.string_pos(run.clamp(max=self.config.string_positions - 1))
         x = self.drop(x).unsqueeze(1)
         cos, sin = self.rotary.at(position, segment)
-        for block, k, v in zip(self.blocks, cache.keys, cache.values):
-            x = block.forward_cached(x, cos, sin, k, v, position)
-        cache.length, cache.segment, cache.run = cache.length + 1, segment, run
+        for i, layer in enumerate(self.blocks):
+            x = layer.forward_cached(x, cos, sin, cache, i)
+        cache.written, cache.segment, cache.run = cache.written + 1, segment, run
         return self.ln_f(x[:, 0])
 
     def last_hidden(self, ids: torch.Tensor) -> torch.Tensor:
@@ -425,13 +439,14 @@ class TransformerLM(nn.Module):
     def prefill(self, ids: torch.Tensor, capacity: int | None = None) -> tuple[torch.Tensor, KVCache]:
         """Start incremental decoding: next-token logits ``[B, V]`` after each right-padded row, and its cache.
 
-        ``capacity`` (default: ``ids.shape[1]``, an env observation's width) bounds the total length.
+        ``capacity`` (default: ``ids.shape[1]``, an env observation's width) bounds the prompts.
         """
         hidden, cache = self.body.prefill(ids, capacity or ids.shape[1])
         return self.head(hidden), cache
 
     def decode(self, tokens: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """Append one token per row (``[B]``) to ``cache``; next-token logits ``[B, V]``.
+        """Append one token to every row of ``cache`` (``tokens`` ``[R]``; rows advance in lockstep);
+        next-token logits ``[R, V]``.
 
         Equal to ``last_logits`` of the whole sequence so far (up to float rounding), at the cost
         of one position per row instead of the whole prefix.

@@ -62,13 +62,19 @@ def _probe_inputs(profile: Profile) -> tuple[tuple[str, str], ...]:
                  for _ in range(WITNESS_PROBES))
 
 
-@lru_cache(maxsize=1 << 17)
+#: Verdicts of :func:`can_be_identifiable` kept per process: every cascade of the small profile up
+#: to depth 4 fits (24 + 576 + 13,824 + 331,776), so a long run stops paying for membership once it
+#: has met a cascade.
+VERDICT_CACHE = 1 << 19
+
+
+@lru_cache(maxsize=VERDICT_CACHE)
 def can_be_identifiable(profile: Profile, cascade: Cascade) -> bool:
     """Whether ``cascade`` is identifiable on one of :data:`WITNESS_PROBES` fixed inputs of ``profile``.
 
     Cascades for which this is false (e.g. ``Sort`` after a permutation, or two ``Sort``) are
     outside every ``identifiable`` support.  Results need not fit ``max_result_len`` here: this is a
-    property of the cascade alone.
+    property of the cascade alone, so it is computed once per cascade (:data:`VERDICT_CACHE`).
     """
     for x, y in _probe_inputs(profile):
         if not removable_steps(cascade, x, y, profile.alphabet, first_only=True):

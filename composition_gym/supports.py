@@ -393,17 +393,18 @@ class CascadeSampler:
         if cascade is None:
             return None, False
         p, identifiable = self.profile, self.support.identifiable
-        fitted = False
+        fitted, uses_y = False, p.uses_y
         for _ in range(self.MAX_INPUT_TRIES):
             x = p.draw_string(rng)
-            y = p.draw_string(rng) if p.uses_y else ""
+            y = p.draw_string(rng) if uses_y else ""
             values = fitting_values(cascade, x, y, p)
             if values is None:
                 continue
-            fitted = True
             if identifiable:
-                if not can_be_identifiable(p, cascade):
-                    break  # outside the support: no input will do
+                # Membership is the cascade's (cached): asked once, at the first input that fits.
+                if not fitted and not can_be_identifiable(p, cascade):
+                    return None, True  # outside the support: no input will do
+                fitted = True
                 if removable_steps(cascade, x, y, p.alphabet, values, first_only=True):
                     continue
             return Problem(cascade, x, y, values), True

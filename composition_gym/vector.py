@@ -19,7 +19,7 @@ docstring).  ``tests/composition_gym/test_vector.py`` checks this.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from gymnasium.utils import seeding
@@ -149,7 +149,7 @@ class CompositionVectorEnv(VectorEnv):
         # Per sub-environment: the episode's problem, its reference segments, generator and prompt text.
         self._problems: list[Problem | None] = [None] * n
         self._expected: list[list[Segment]] = [[] for _ in range(n)]
-        self._generators: list[np.random.Generator | None] = [None] * n
+        self._generators: list[np.random.Generator | _Pending | None] = [None] * n
         self._prompt_text: list[str] = [""] * n
         # The token sequence and the grammar state of every trace.
         self._obs = np.zeros((n, self.max_len), dtype=np.int64)
@@ -290,23 +290,41 @@ class CompositionVectorEnv(VectorEnv):
 
     def _start_rows(self, rows: np.ndarray, seeds: list[int | None],
                     problems: list[Problem | None] | None = None) -> None:
-        """Draw a problem for each row (as ``CompositionEnv.reset`` does) and start its episode."""
+        """Draw a problem for each row (as ``CompositionEnv.reset`` does) and start its episode.
+
+        Rows reset with a seed another row of the same call already drew share that draw (group-
+        relative RL resets ``G`` rows per seed).  A seeded row whose draw nobody reads (a repeated
+        seed, or a given problem) keeps its generator *pending*, seeded and drawn only if a later
+        autoreset needs it: the stream is the single env's either way, without paying for draws
+        that are never used.
+        """
         s, width = self._segments, self.max_len
         # Ragged per-row data goes into flat lists, then into the arrays in a few scatters.
         prompt_ids: list[int] = []
         prompt_len, seg_len, n_segments, letters_flat = [], [], [], []
+        drawn: dict[int, Problem] = {}  # seed -> the problem it drew in this call
+        encoded: dict[int, tuple[list[int], str, list[Segment]]] = {}  # id(problem) -> prompt and reference
         for i, seed, given in zip(rows.tolist(), seeds, problems or [None] * rows.size):
-            if seed is not None or self._generators[i] is None:
-                self._generators[i], _ = seeding.np_random(seed)
-            p = self._sampler.sample(self._generators[i])
-            if given is not None:
-                p = given
-            ids, self._prompt_text[i] = p.encode_prompt(self._uses_y, self._prompt_format)
-            if len(ids) + 2 > width:
-                raise ValueError(f"max_len={width} is too short for a prompt of {len(ids)} tokens")
-            expected = p.expected_segments(self.trace_format)
-            if len(expected) > s:
-                raise ValueError(f"problem of depth {p.cascade.depth} exceeds this vector env's depth {s}")
+            if seed is not None and (given is not None or seed in drawn):
+                self._generators[i] = _Pending(seed)
+                p = given if given is not None else drawn[seed]
+            else:
+                if seed is not None or self._generators[i] is None:
+                    self._generators[i], _ = seeding.np_random(seed)
+                p = self._sampler.sample(self._generator(i))
+                if seed is not None:
+                    drawn[seed] = p
+                if given is not None:
+                    p = given
+            if id(p) not in encoded:
+                ids, text = p.encode_prompt(self._uses_y, self._prompt_format)
+                if len(ids) + 2 > width:
+                    raise ValueError(f"max_len={width} is too short for a prompt of {len(ids)} tokens")
+                expected = p.expected_segments(self.trace_format)
+                if len(expected) > s:
+                    raise ValueError(f"problem of depth {p.cascade.depth} exceeds this vector env's depth {s}")
+                encoded[id(p)] = ids, text, expected
+            ids, self._prompt_text[i], expected = encoded[id(p)]
             self._problems[i], self._expected[i] = p, expected
             prompt_ids += ids
             prompt_len.append(len(ids))
@@ -328,6 +346,15 @@ class CompositionVectorEnv(VectorEnv):
         self._malformed[rows] = self._ended[rows] = False
         self.grammar.start_batch(self._states, rows)
         self._update_masks(rows)
+
+    def _generator(self, i: int) -> np.random.Generator:
+        """Row ``i``'s generator, seeded and advanced past its pending draw first if it has one."""
+        g = self._generators[i]
+        if isinstance(g, _Pending):
+            g, _ = seeding.np_random(g.seed)
+            self._sampler.sample(g)  # the draw the reset skipped: the stream stays the single env's
+            self._generators[i] = g
+        return g
 
     def _update_masks(self, rows: np.ndarray) -> None:
         last = self._states.segment[rows] == self._n_segments[rows] - 1
@@ -612,6 +639,12 @@ class CompositionVectorEnv(VectorEnv):
 
 
 _TEXT = ("",) + T.TOKENS[1:]  # token texts as decode writes them (<pad> is skipped)
+
+
+class _Pending(NamedTuple):
+    """A row's generator not built yet: ``np_random(seed)`` advanced by one problem draw."""
+
+    seed: int
 
 
 def _ragged_index(lengths: list[int]) -> np.ndarray:

@@ -1,8 +1,11 @@
-"""Shared fixtures: one behavior-cloned model per test session, small random models, expert episodes."""
+"""Shared fixtures: the shipped trained model, small random models, expert episodes.
+
+No fixture trains a model: tests that need a trained one use the checkpoint that ships with the
+package (``pretrained("small")``, :func:`shipped_lm`); only the behavior-cloning acceptance test
+(tests/agents/test_bc.py, ``slow``) trains from scratch.
+"""
 
 from __future__ import annotations
-
-import time
 
 import gymnasium as gym
 import numpy as np
@@ -10,13 +13,13 @@ import pytest
 import torch
 
 import composition_gym  # noqa: F401
-from composition_gym.agents import TransformerConfig, TransformerLM, behavior_cloning
+from composition_gym.agents import TransformerConfig, TransformerLM, pretrained
 from composition_gym.agents.settings import BC_PRESETS
 
 SFT_ENV = "composition_gym/Compose-L3-v0"
 DEPTH4_ENV = "composition_gym/OOD-Depth-L4-v0"
 
-#: The BC run the acceptance test times: the ``default`` preset (sized to reach >= 90 % greedy
+#: The BC run of the acceptance test: the ``default`` preset (sized to reach >= 90 % greedy
 #: success on SFT_ENV), with more held-out episodes for a tighter estimate.
 BC_TEST = BC_PRESETS["default"].replace(eval_episodes=400)
 
@@ -31,15 +34,10 @@ def _one_torch_thread():
     torch.set_num_threads(before)
 
 
-@pytest.fixture(scope="session")
-def bc_run():
-    """``(lm, stats, seconds)`` of one behavior-cloning run on the small profile (shared by tests;
-    every user is listed in ``SHARED_BC_TESTS`` of tests/conftest.py so ``make test`` trains it once)."""
-    torch.set_num_threads(1)  # see _one_torch_thread; a session fixture may be set up before it
-    t0 = time.perf_counter()
-    print(f"\n[bc_run fixture] behavior cloning {BC_TEST} (several minutes) ...", flush=True)
-    lm, stats = behavior_cloning(SFT_ENV, settings=BC_TEST, seed=0, progress=False, threads=1)
-    return lm, stats, time.perf_counter() - t0
+@pytest.fixture
+def shipped_lm() -> TransformerLM:
+    """The behavior-cloned model that ships with the package (a fresh copy per test: tests may train it)."""
+    return pretrained("small").eval()
 
 
 @pytest.fixture

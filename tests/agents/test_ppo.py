@@ -42,10 +42,8 @@ def _same_actions(a, b, masks: bool) -> None:
 
 
 @pytest.mark.parametrize("algo,cls", [("ppo", PPO), ("maskable_ppo", MaskablePPO)])
-@pytest.mark.slow
-@pytest.mark.xdist_group("bc_run")  # on the worker that trains the shared BC fixture
-def test_ppo_from_bc_weights_saves_and_loads_back_acting_identically(bc_run, tmp_path, algo, cls):
-    lm, _, _ = bc_run
+def test_ppo_from_bc_weights_saves_and_loads_back_acting_identically(shipped_lm, tmp_path, algo, cls):
+    lm = shipped_lm
     model = train_ppo(RL_ENV, lm, 256, algo=algo, seed=0, **FEW)
     assert isinstance(model, cls) and model.num_timesteps >= 256
     # Fine-tuning moved the weights, but not far: the policy still decodes like the BC model.
