@@ -19,7 +19,6 @@ at a time.  A new episode is recognised from the observation itself: nothing aft
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
@@ -200,36 +199,6 @@ class TextAgent:
         return ids
 
 
-def load_agent(path: str, device: str = "cpu") -> Any:
-    """A saved model by path: an SB3 ``.zip`` (:func:`~composition_gym.agents.ppo.load_model`), a
-    :class:`TransformerLM` checkpoint, or ``"pretrained"`` / ``"pretrained:NAME"`` (a checkpoint
-    shipped in the package), on ``device``.  The one loader of the CLI's commands.
-
-    Raises:
-        FileNotFoundError: no such file.
-        ValueError: a file that is not a model of these kinds (one line naming it), or a device
-            this machine does not have (checked once here, for every kind of model).
-        TypeError: ``path`` or ``device`` is not a string.
-    """
-    from composition_gym.agents.settings import check_device
-
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"a model path must be a string, got {type(path).__name__}")
-    path = os.fspath(path)
-    check_device(device)
-    if path == "pretrained" or path.startswith("pretrained:"):
-        from composition_gym.agents.checkpoints import pretrained
-
-        return pretrained(path.partition(":")[2] or "small", device=device)
-    if path.endswith(".zip"):
-        from composition_gym.agents.ppo import load_model
-
-        return load_model(path, device=device)
-    from composition_gym.agents.transformer import TransformerLM
-
-    return TransformerLM.load(path, map_location=device)
-
-
 def as_agent(agent: Any) -> Any:
     """An :class:`Agent` for ``agent``: an SB3 model, a :class:`TransformerLM`, or an agent already."""
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -244,5 +213,5 @@ def as_agent(agent: Any) -> Any:
     return agent
 
 
-__all__ = ["Agent", "LMAgent", "RandomAgent", "SB3Agent", "TextAgent", "as_agent", "load_agent",
+__all__ = ["Agent", "LMAgent", "RandomAgent", "SB3Agent", "TextAgent", "as_agent",
            "trace_so_far", "trace_start"]

@@ -106,7 +106,7 @@ class TrainConfig(CommonOptions, SuiteOptions, Config):
 
 def run_train(cfg: TrainConfig) -> int:
     """``compgym train``."""
-    from composition_gym.agents.agent import load_agent
+    from composition_gym.agents.loading import load_agent
     from composition_gym.agents.bc import behavior_cloning
     from composition_gym.agents.settings import check_device
     from composition_gym.agents.transformer import TransformerLM
@@ -198,7 +198,7 @@ class EvalConfig(CommonOptions, SuiteOptions, Config):
 
 def run_eval(cfg: EvalConfig) -> int:
     """``compgym eval``."""
-    from composition_gym.agents.agent import load_agent
+    from composition_gym.agents.loading import load_agent
     from composition_gym.agents.evaluation import evaluate, paired_differences
     from composition_gym.agents.settings import check_device, torch_threads
     from composition_gym.agents.transformer import TransformerLM

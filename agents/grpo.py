@@ -478,23 +478,5 @@ def _train(env_id: str, lm: TransformerLM, cfg: GRPOConfig, seed: int, run_dir: 
                        "seconds": time.perf_counter() - t_start}
 
 
-def bc_then_grpo(env_id: str | Sequence[str], bc_episodes: int, rl_env_id: str, config: GRPOConfig | None = None, *,
-                 seed: int = 0, run_dir: str | None = None, bc_kwargs: dict[str, Any] | None = None,
-                 **grpo_kwargs: Any) -> tuple[TransformerLM, dict[str, Any]]:
-    """Behavior cloning on ``env_id`` (``bc_episodes`` expert traces), then :func:`train_grpo` on ``rl_env_id``.
-
-    ``bc_kwargs`` go to :func:`~composition_gym.agents.bc.behavior_cloning`, the rest to
-    :func:`train_grpo`.  Returns ``(lm, {"bc": bc_stats, "grpo": grpo_stats})``.
-    """
-    from composition_gym.agents.bc import behavior_cloning
-
-    bc_kwargs = dict(bc_kwargs or {})
-    bc_kwargs.setdefault("progress", grpo_kwargs.get("progress", True))
-    bc_kwargs.setdefault("threads", grpo_kwargs.get("threads"))
-    lm, bc_stats = behavior_cloning(env_id, bc_episodes, seed=seed, **bc_kwargs)
-    lm, stats = train_grpo(rl_env_id, lm, config, seed=seed, run_dir=run_dir, **grpo_kwargs)
-    return lm, {"bc": bc_stats, "grpo": stats}
-
-
-__all__ = ["ADVANTAGES", "GRPOConfig", "bc_then_grpo", "distinct_rows", "group_advantages", "kl_estimate", "length_buckets",
+__all__ = ["ADVANTAGES", "GRPOConfig", "distinct_rows", "group_advantages", "kl_estimate", "length_buckets",
            "log_iteration", "sample", "save_checkpoint", "score", "token_log_probs", "train_grpo", "update"]

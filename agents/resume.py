@@ -24,6 +24,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
+from composition_gym.atomic import atomic_write
 
 __all__ = ["Interrupts", "fingerprint", "load_checkpoint", "mark_run", "say", "unfinished_run", "weights_digest"]
 
@@ -115,7 +116,6 @@ def say(message: str) -> None:
 
 def mark_run(run_dir: str, marker: str, key: str, *, finished: bool) -> None:
     """Write ``run_dir/marker``: the run's fingerprint ``key`` and whether it finished (atomically)."""
-    from composition_gym.atomic import atomic_write
 
     atomic_write(os.path.join(run_dir, marker), json.dumps({"fingerprint": key, "finished": finished}))
 

@@ -22,6 +22,10 @@ import gymnasium as gym
 from composition_gym.agents import seeds
 from composition_gym.agents.settings import BCConfig, GRPOConfig, PPOConfig
 from composition_gym.config import Config
+from composition_gym.agents.policy import lm_from_policy
+from composition_gym.agents.ppo import train_ppo
+from composition_gym.agents.bc import behavior_cloning
+from composition_gym.agents.grpo import train_grpo
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,6 @@ class Trainer:
 def _sft(env_id: str, lm: Any, config: BCConfig, *, episodes: int, seed: int, run_dir: str | None,
          device: str) -> tuple[Any, dict[str, Any]]:
     """Behavior cloning from ``lm`` on ``config.episodes`` expert traces of ``env_id`` (``episodes`` unused)."""
-    from composition_gym.agents.bc import behavior_cloning
 
     return behavior_cloning(env_id, settings=config, lm=lm, seed=seed, tensorboard_log=run_dir, run_dir=run_dir,
                             progress=False, threads=1, device=device)
@@ -46,7 +49,6 @@ def _group_relative(advantage: str | None) -> Callable[..., tuple[Any, dict[str,
     def train(env_id: str, lm: Any, config: GRPOConfig, *, episodes: int, seed: int, run_dir: str | None,
               device: str) -> tuple[Any, dict[str, Any]]:
         """Group-relative RL for ``config.iterations`` iterations (resumes from ``run_dir``'s checkpoint)."""
-        from composition_gym.agents.grpo import train_grpo
 
         cfg = config if advantage is None else dataclasses.replace(config, advantage=advantage)
         lm, stats = train_grpo(env_id, lm, cfg, seed=seed, run_dir=run_dir, progress=False, device=device, resume=True)
@@ -60,7 +62,6 @@ def _maskable_ppo(env_id: str, lm: Any, config: PPOConfig, *, episodes: int, see
                   device: str) -> tuple[Any, dict[str, Any]]:
     """MaskablePPO for about ``episodes`` episodes: SB3 counts tokens, so the budget is ``episodes``
     x the mean length of the expert's episodes on ``env_id`` (recorded)."""
-    from composition_gym.agents import lm_from_policy, train_ppo
 
     mean_len = mean_episode_tokens(env_id, seed)
     steps = max(1, round(episodes * mean_len))

@@ -16,7 +16,8 @@ setting), with a timer around each part (wall and CPU seconds), and prints the b
 
 ``--ops`` adds torch's per-operator table of one iteration; ``--cprofile`` the top Python
 functions.  The parts are timed by wrapping functions, which costs a little: compare shares, and
-take throughput from ``compgym bench``.
+take throughput from ``compgym bench``.  The agents are imported inside the functions, for
+start-up speed (``--help`` answers without torch).
 """
 
 from __future__ import annotations

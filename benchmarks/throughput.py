@@ -1,7 +1,8 @@
 """Throughput of the environments and of training, as ratios against references measured in one run.
 
 ``compgym bench`` (or ``python -m composition_gym.benchmarks.throughput``) measures, each part in a fresh
-subprocess so that peak memory is its own:
+subprocess so that peak memory is its own (each worker imports what it measures inside its
+function, for start-up speed and so that its peak memory is its own):
 
 a. **env step**: steps/s of ``Compose-L3-v0`` under ``gym.make`` against Gymnasium's
    ``CartPole-v1`` in the same process with the same loop (:func:`masked_step_rate`: random
@@ -46,9 +47,12 @@ import time
 import tracemalloc
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import numpy as np
+
+from composition_gym.config import Config
 
 ENV_ID = "composition_gym/Compose-L3-v0"
 REFERENCE_ID = "CartPole-v1"
@@ -696,34 +700,43 @@ def run(quick: bool = False, parts: tuple[str, ...] = tuple(PARTS), json_path: s
 DEFAULT_JSON = "runs/bench/throughput.json"  # untracked; refresh benchmarks/results/ with an explicit --json
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``compgym bench`` (also used by ``python -m composition_gym.benchmarks.throughput``)."""
-    parser.add_argument("--quick", action="store_true", help="smoke run: seconds, not minutes (numbers meaningless)")
-    parser.add_argument("--json", default=DEFAULT_JSON, help=f"where to write the results (default {DEFAULT_JSON})")
-    parser.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS), help="subset of parts to run")
+@dataclass(frozen=True)
+class BenchConfig(Config):
+    """Throughput of the environments and of training, as ratios against references measured side by side."""
+
+    quick: bool = False
+    """Smoke run: every part, tiny sizes (about 1.5 min on 2 shared cores: 11 fresh interpreters); numbers meaningless."""
+    json: str = DEFAULT_JSON
+    """Where the results go (benchmarks/results/throughput.json refreshes the committed ones)."""
+    parts: tuple[Literal[tuple(PARTS)], ...] = tuple(PARTS)
+    """The parts to run."""
 
 
-def run_from_args(args: argparse.Namespace) -> int:
-    """Run :func:`run` from parsed :func:`add_arguments` options."""
-    run(quick=args.quick, parts=tuple(args.parts), json_path=args.json)
+def run_bench(cfg: BenchConfig) -> int:
+    """``compgym bench``: run :func:`run`."""
+    run(quick=cfg.quick, parts=cfg.parts, json_path=cfg.json)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m composition_gym.benchmarks.throughput [--quick] [--json PATH] [--parts ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m composition_gym.benchmarks.throughput", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
-    parser.add_argument("--lifeline", type=int, help=argparse.SUPPRESS)
+    """``python -m composition_gym.benchmarks.throughput [options]`` (= ``compgym bench``); with the
+    internal ``--worker NAME`` it is one measuring interpreter, started by :func:`run`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--worker" not in argv:
+        from composition_gym import cli
+
+        return cli.main(["bench", *argv])
+    parser = argparse.ArgumentParser(prog="python -m composition_gym.benchmarks.throughput --worker")
+    parser.add_argument("--worker", choices=sorted(WORKERS), required=True)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--lifeline", type=int)
     args = parser.parse_args(argv)
     if args.lifeline is not None:
         from composition_gym.benchmarks.engine.backends import exit_with_parent
 
         exit_with_parent(args.lifeline)
-    if args.worker:
-        print(json.dumps(WORKERS[args.worker](args.quick)))
-        return 0
-    return run_from_args(args)
+    print(json.dumps(WORKERS[args.worker](args.quick)))
+    return 0
 
 
 if __name__ == "__main__":

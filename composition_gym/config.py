@@ -138,6 +138,12 @@ def field_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def values_of(obj: Any, cls: type | None = None) -> dict[str, Any]:
+    """``obj``'s values of the dataclass ``cls``'s fields (default: ``obj``'s own): how a command's
+    settings, which extend several dataclasses, give back each of them."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls or obj)}
+
+
 class Config:
     """Base of the project's settings dataclasses: checked at construction (:func:`check`)."""
 
@@ -183,4 +189,4 @@ class Config:
         return cls(**values)
 
 
-__all__ = ["Config", "bounded", "check", "field_docs"]
+__all__ = ["Config", "bounded", "check", "field_docs", "values_of"]

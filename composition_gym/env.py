@@ -15,7 +15,8 @@ from composition_gym.cascade import PROMPT_FORMATS, Problem, Score, Scorer
 from composition_gym.expert import next_token
 from composition_gym.grammar import EOS_EVENT, LETTER_EVENT, STEP_EVENT, TAG_EVENT, TraceGrammar
 from composition_gym.profiles import Profile, get_profile
-from composition_gym.supports import CascadeSampler, Support
+from composition_gym.sampler import CascadeSampler
+from composition_gym.supports import Support
 
 _ROUND = 8  # observation lengths are padded to a multiple of this
 
@@ -448,7 +449,7 @@ class CompositionEnv(gym.Env):
         return frame
 
     def _frame(self) -> np.ndarray:
-        from composition_gym.render import FrameRenderer, TraceView
+        from composition_gym.render import FrameRenderer, TraceView  # on the first frame: start-up speed (Pillow)
 
         if self._renderer is None:
             self._renderer = FrameRenderer.for_env(self.profile, self.info_depth, self.max_len)

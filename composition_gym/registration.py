@@ -25,6 +25,7 @@ import warnings
 from dataclasses import dataclass
 
 import gymnasium as gym
+from composition_gym.profiles import get_profile
 
 NAMESPACE = "composition_gym"
 ENTRY_POINT = "composition_gym.env:CompositionEnv"
@@ -101,7 +102,6 @@ def env_id(preset: str, profile: str = "small", version: str = NEWEST) -> str:
 
 
 def _kwargs(profile: str, preset: Preset) -> dict:
-    from composition_gym.profiles import get_profile
 
     p = get_profile(profile)
     if preset.depth == "mixed":

@@ -619,7 +619,7 @@ class CompositionVectorEnv(VectorEnv):
 
 
     def _frames(self) -> tuple[np.ndarray, ...]:
-        from composition_gym.render import FrameRenderer, TraceView
+        from composition_gym.render import FrameRenderer, TraceView  # on the first frame: start-up speed (Pillow)
 
         renderer = self._template._renderer
         if renderer is None:

@@ -13,6 +13,10 @@ from typing import Any
 
 from composition_gym.agents.settings import BC_PRESETS
 from composition_gym.agents.transformer import TransformerLM
+from composition_gym.agents.bc import DEFAULT_CONFIG, behavior_cloning
+from composition_gym.agents.coverage import profile_summary
+from composition_gym.agents.sampling import make_vec
+from composition_gym.registration import resolve_env_id
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -36,8 +40,6 @@ def pretrained(name: str = "small", device: str = "cpu") -> TransformerLM:
     """
     lm = TransformerLM.load(_path(name, ".pt"), map_location=device).eval()
     if lm.trained_on is None:  # shipped before checkpoints recorded it: the metadata names the env
-        from composition_gym.agents.coverage import profile_summary
-        from composition_gym.agents.sampling import make_vec
 
         venv = make_vec(pretrained_info(name)["env_id"], 1)
         lm.trained_on = profile_summary(venv.profile)
@@ -55,8 +57,6 @@ def make_pretrained(env_id: str, name: str = "small", seed: int = 0, out_dir: st
     import dataclasses
     import datetime
 
-    from composition_gym.agents.bc import DEFAULT_CONFIG, behavior_cloning
-    from composition_gym.registration import resolve_env_id
 
     env_id = resolve_env_id(env_id)
     lm, stats = behavior_cloning(env_id, settings=RECIPE, config=DEFAULT_CONFIG, seed=seed,

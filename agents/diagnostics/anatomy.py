@@ -36,6 +36,8 @@ from composition_gym.cascade import Problem, parse_prompt
 from composition_gym.modules import ROUTINGS, SKILLS
 from composition_gym.profiles import Profile
 from composition_gym.registration import short_name
+from composition_gym.agents.evaluation import rollout
+from composition_gym.registration import resolve_env_ids
 
 CATEGORIES = ("wrong_module", "wrong_execution", "unexplained", "missing")
 KINDS = ("call", "skill", "routing", "operand", "skip", "both")
@@ -310,8 +312,6 @@ def error_anatomy(agent: Any, env_ids: str | Sequence[str], episodes: int, seed:
     :func:`~composition_gym.agents.evaluation.evaluate`).  Any agent works: an agent object, an
     SB3 model or a :class:`~composition_gym.agents.TransformerLM`.
     """
-    from composition_gym.agents.evaluation import rollout
-    from composition_gym.registration import resolve_env_ids
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")

@@ -24,6 +24,9 @@ import numpy as np
 
 from composition_gym import tokens as T
 from composition_gym.cascade import Cascade
+from composition_gym.agents.diagnostics.hooks import pad
+from composition_gym.agents.diagnostics.hooks import residual_stream
+from composition_gym.agents.transformer import Rotary
 
 HEAD, TRACE = -1, -2
 BUCKETS = ("call", "other_calls", "input", "trace")
@@ -69,8 +72,6 @@ def attention_weights(lm: Any, ids: Any) -> list[Any]:
     """Per block, the attention weights ``[B, H, T, T]`` of the model on ``ids`` (recomputed, causal)."""
     import torch
 
-    from composition_gym.agents.diagnostics.hooks import residual_stream
-    from composition_gym.agents.transformer import Rotary
 
     inputs = residual_stream(lm, ids)
     cos, sin = lm.body.rotary.tables(ids)
@@ -94,7 +95,6 @@ def attention_to_calls(lm: Any, samples: Sequence[Any], batch_size: int = 128) -
     ``{t: [layer][head][c - 1]}`` (mass from step ``t`` to call ``c``: which call a step reads
     instead of its own), ``chance_share`` and ``n`` (steps averaged).
     """
-    from composition_gym.agents.diagnostics.hooks import pad
 
     lm.eval()
     sums: dict[str, Any] = {}

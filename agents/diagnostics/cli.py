@@ -37,7 +37,7 @@ class DiagnoseCommand(DiagnoseConfig):
 
 def run_diagnose(cfg: DiagnoseCommand) -> int:
     """``compgym diagnose``."""
-    from composition_gym.agents.agent import load_agent
+    from composition_gym.agents.loading import load_agent
     from composition_gym.agents.diagnostics.report import comparison_table, diagnose, save_figure, save_json
 
     config = DiagnoseConfig(**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(DiagnoseConfig)}).resolved()

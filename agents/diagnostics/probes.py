@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 
 from composition_gym.registration import short_name
+from composition_gym.agents.diagnostics.hooks import batched_residual
+from composition_gym.agents.diagnostics.traces import agent_traces, expert_traces
+from composition_gym.registration import resolve_env_id, resolve_env_ids
 
 TARGETS = ("skill", "routing", "step")
 
@@ -128,10 +131,7 @@ def run_probes(lm: Any, fit_env: str, test_envs: Sequence[str], *, episodes: int
     Returns :func:`probe_layers`'s dict, test sets keyed by short env name, plus ``"fit_env"``,
     ``"source"`` and ``"layers"`` (``0`` embeddings … ``n`` last block).
     """
-    from composition_gym.agents.diagnostics.hooks import batched_residual
-    from composition_gym.agents.diagnostics.traces import agent_traces, expert_traces
 
-    from composition_gym.registration import resolve_env_id, resolve_env_ids
 
     fit_env, test_envs = resolve_env_id(fit_env), resolve_env_ids(test_envs)
     if source not in ("expert", "model"):

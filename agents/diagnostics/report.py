@@ -1,5 +1,8 @@
 """One model's diagnosis (anatomy, probes, attention) and the side-by-side views of several.
 
+:class:`DiagnoseConfig` is also ``compgym diagnose``'s options, so this module imports the
+read-outs (torch) inside the functions that run them, for start-up speed.
+
 :func:`diagnose` runs the three read-outs with one :class:`DiagnoseConfig`; :func:`summary_scalars`
 flattens a result into named numbers for TensorBoard (:func:`write_scalars`);
 :func:`comparison_table` and :func:`save_figure` show several results side by side.

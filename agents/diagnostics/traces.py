@@ -16,6 +16,7 @@ from typing import Any
 from composition_gym import tokens as T
 from composition_gym.cascade import Problem, parse_prompt
 from composition_gym.registration import resolve_env_id
+from composition_gym.agents.evaluation import rollout
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,6 @@ def agent_traces(agent: Any, env_id: str, episodes: int, seed: int = 0) -> list[
     """The traces ``agent`` writes on episodes ``seed, seed + 1, …`` of ``env_id`` (greedy for an LM)."""
     import gymnasium as gym
 
-    from composition_gym.agents.evaluation import rollout
 
     env_id = resolve_env_id(env_id)
     alphabet = gym.make(env_id).unwrapped.profile.alphabet

@@ -386,29 +386,6 @@ def run_local(specs: Sequence[RunSpec], store: RunStore, *, workers: int = 1, pr
     raise_failures(failures, by_key)
 
 
-def run(specs: Sequence[RunSpec], store: RunStore, *, backend: str = "local", workers: int = 1,
-        ray_options: Any = None, progress: Any = None, name: str = "sweep",
-        threads: int | None = None) -> list[dict[str, Any]]:
-    """Run ``specs`` on ``backend`` (skipping finished ones) and return every record, in ``specs`` order.
-
-    When some runs are already finished (a re-run of a killed command), it says so on stderr:
-    ``resuming: K of N runs already finished in STORE``.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
-    finished = already_done(specs, store)
-    if finished:
-        print(f"resuming: {len(finished)} of {len(specs)} runs already finished in {store.root}",
-              file=sys.stderr, flush=True)
-    if backend == "local":
-        run_local(specs, store, workers=workers, progress=progress, threads=threads)
-    else:
-        from composition_gym.benchmarks.engine.ray_backend import run_ray
-
-        run_ray(specs, store, options=ray_options, progress=progress, name=name)
-    return [store.load(s.key) for s in specs]
-
-
 def already_done(specs: Iterable[RunSpec], store: RunStore) -> list[RunSpec]:
     """The specs whose record exists (what a restarted sweep skips)."""
     return [s for s in specs if store.done(s.key)]

@@ -1,4 +1,5 @@
-"""How runs execute: the engine's settings, shared by ``compgym reproduce`` and ``compgym sweep``."""
+"""How runs execute: the engine's settings (shared by ``compgym reproduce`` and ``compgym sweep``)
+and :func:`run`, which hands the runs to the backend they name (local process pool or Ray Tune)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,13 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from composition_gym.benchmarks.engine.backends import BACKENDS
-from composition_gym.benchmarks.engine.ray_backend import RayOptions
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from composition_gym.benchmarks.engine.backends import BACKENDS, RunSpec, already_done, run_local
+from composition_gym.benchmarks.engine.ray_backend import RayOptions, run_ray
+from composition_gym.benchmarks.engine.store import RunStore
 from composition_gym.config import Config, bounded
 
 
@@ -31,4 +37,25 @@ class EngineConfig(Config):
         """These settings alone (from a command's config that extends them)."""
         return EngineConfig(self.backend, self.workers, self.ray, self.progress)
 
-__all__ = ["EngineConfig"]
+def run(specs: Sequence[RunSpec], store: RunStore, *, backend: str = "local", workers: int = 1,
+        ray_options: Any = None, progress: Any = None, name: str = "sweep",
+        threads: int | None = None) -> list[dict[str, Any]]:
+    """Run ``specs`` on ``backend`` (skipping finished ones) and return every record, in ``specs`` order.
+
+    When some runs are already finished (a re-run of a killed command), it says so on stderr:
+    ``resuming: K of N runs already finished in STORE``.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose from {BACKENDS}")
+    finished = already_done(specs, store)
+    if finished:
+        print(f"resuming: {len(finished)} of {len(specs)} runs already finished in {store.root}",
+              file=sys.stderr, flush=True)
+    if backend == "local":
+        run_local(specs, store, workers=workers, progress=progress, threads=threads)
+    else:
+        run_ray(specs, store, options=ray_options, progress=progress, name=name)
+    return [store.load(s.key) for s in specs]
+
+
+__all__ = ["EngineConfig", "run"]

@@ -26,6 +26,7 @@ from composition_gym.benchmarks.experiment.claims import (FAMILIES, FAMILY_KEYS,
                                                          TRAIN_TRACE_FORMATS)
 from composition_gym.cascade import PROMPT_FORMATS
 from composition_gym.config import Config, check, field_docs
+from composition_gym.registration import env_id, variant_id
 
 _NO_NEUTRAL = object()
 
@@ -188,8 +189,6 @@ def family_ids(cell: Cell, sets: Sequence[str], *, profile: str, version: str,
     """
     if evaluation_half is None:
         evaluation_half = cell.rl_target == "pairs"
-    from composition_gym.registration import env_id, variant_id
-
     fam = FAMILIES[cell.family]
     ids = []
     for name in sets:

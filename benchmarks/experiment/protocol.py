@@ -18,7 +18,7 @@ greedy, sampled and pass@k success and all-steps-correct, per set; and it record
 how many evaluated problems any of its training stages could have drawn (:func:`leakage`).
 :func:`cell_specs` turns a cell into :class:`~composition_gym.benchmarks.engine.backends.RunSpec`
 objects for any backend; the run functions are the only code here that trains.  They import the
-agents inside the functions, so building a command line or a grid never loads torch.
+agents inside the functions, for start-up speed: building a command line or a grid never loads torch.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ from composition_gym.benchmarks.engine.store import run_key
 from composition_gym.benchmarks.experiment.cells import Cell, family_ids
 from composition_gym.benchmarks.experiment.claims import CONDITIONS, ENV_VERSION, FAMILIES
 from composition_gym.config import Config, bounded
+from composition_gym.profiles import get_profile
+from composition_gym.registration import variant_id
+from composition_gym.sampler import CascadeSampler
 
 SFT_FN = "composition_gym.benchmarks.experiment.protocol:sft_run"
 RL_FN = "composition_gym.benchmarks.experiment.protocol:rl_run"
@@ -266,8 +269,6 @@ def rl_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
 def arm_id(config: Mapping[str, Any]) -> str:
     """The registered id an arm trains on (its family's set for the condition, with the cell's kwargs;
     the process reward of the cell for the group-relative and PPO arms)."""
-    from composition_gym.registration import variant_id
-
     cond = CONDITIONS[config["condition"]]
     env_id = _ids(config, [cond.rl_set])[0]
     reward = config.get("process_reward", 0.0)
@@ -279,9 +280,6 @@ def arm_id(config: Mapping[str, Any]) -> str:
 def prior_id(config: Mapping[str, Any]) -> str:
     """The controlled prior's id: programs of depths 1..``prior_depth`` over the skills the target
     profile never uses (every routing; the target's splits and formats)."""
-    from composition_gym.profiles import get_profile
-    from composition_gym.registration import variant_id
-
     used = sorted(set(PRIOR_SKILLS) & set(get_profile(config["profile"]).skills))
     if used:
         raise ValueError(f"profile {config['profile']!r} uses the prior's skills {used}: a prior needs skills "
@@ -411,8 +409,6 @@ def premise_checks(cell: Cell, profile: str, version: str = ENV_VERSION, samples
     fam = FAMILIES[cell.family]
     sft = _support(family_ids(cell, ["sft"], profile=profile, version=version)[0])
     exhaustive = sft.size() <= 200_000
-    from composition_gym.supports import CascadeSampler
-
     if exhaustive:
         cascades = list(sft.enumerate())
     else:
@@ -435,8 +431,6 @@ def premise_checks(cell: Cell, profile: str, version: str = ENV_VERSION, samples
     if cell.rl_target in fam.beyond:
         # The beyond set mixes new problems with ones SFT covered (so RL forgets nothing): it must
         # hold some outside the SFT support, and the share is recorded.
-        from composition_gym.supports import CascadeSampler
-
         beyond = _support(family_ids(cell, ["beyond"], profile=profile, version=version)[0])
         sampler, rng = CascadeSampler(beyond), np.random.default_rng(1)
         drawn = [sampler.sample_cascade(rng) for _ in range(2_000)]

@@ -30,15 +30,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from composition_gym.agents.settings import check_device
-from composition_gym.benchmarks.engine import backends
 from composition_gym.benchmarks.engine.config import EngineConfig
+from composition_gym.benchmarks.engine.config import run as engine_run
+from composition_gym.benchmarks.engine.progress import SweepProgress
+from composition_gym.benchmarks.experiment.report import figure, markdown
 from composition_gym.benchmarks.engine.provenance import provenance
 from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text
 from composition_gym.benchmarks.experiment import claims, protocol, statistics
 from composition_gym.benchmarks.experiment.cells import Cell
 from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES
 from composition_gym.benchmarks.experiment.protocol import PROFILES, Budget
-from composition_gym.config import bounded
+from composition_gym.config import bounded, values_of
 
 
 @dataclass(frozen=True)
@@ -72,20 +74,15 @@ class ReproduceConfig(RunOptions, EngineConfig, Budget, Cell):
     def from_presets(cls, profile: str = "small", budget: str = "default") -> ReproduceConfig:
         """The defaults of preset ``budget`` of ``profile`` (every other option overrides them)."""
         p = protocol.preset(profile, budget)
-        return cls(**_fields_of(p.cell), **_fields_of(p.budget), profile=profile, budget=budget)
+        return cls(**values_of(p.cell), **values_of(p.budget), profile=profile, budget=budget)
 
     def cell(self) -> Cell:
         """The cell these settings describe."""
-        return Cell(**_fields_of(self, Cell))
+        return Cell(**values_of(self, Cell))
 
     def budget_settings(self) -> Budget:
         """The budget these settings describe."""
-        return Budget(**_fields_of(self, Budget))
-
-
-def _fields_of(obj: Any, cls: type | None = None) -> dict[str, Any]:
-    """``obj``'s values of ``cls``'s fields (default: ``obj``'s own class)."""
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(cls or obj)}
+        return Budget(**values_of(self, Budget))
 
 
 def budget_name(cfg: RunOptions, preset: protocol.Preset, budget: Budget, cell: Cell | None = None) -> str:
@@ -117,10 +114,8 @@ def reproduce(cfg: ReproduceConfig | None = None, *, command: str | None = None,
     left_out = [c for c in conditions if not protocol.applies(c, cell)]
     checks = protocol.premise_checks(cell, cfg.profile, version)
 
-    from composition_gym.benchmarks.engine.progress import SweepProgress
-
     with SweepProgress(specs, store, parallel=cfg.workers, enabled=cfg.progress, title="reproduce") as view:
-        records = backends.run(specs, store, backend=cfg.backend, workers=cfg.workers, ray_options=cfg.ray,
+        records = engine_run(specs, store, backend=cfg.backend, workers=cfg.workers, ray_options=cfg.ray,
                                progress=view, name="reproduce")
     order = list(CONDITIONS)
     runs = sorted(statistics.run_rows(records), key=lambda r: (r["seed"], order.index(r["condition"])))
@@ -146,15 +141,13 @@ def reproduce(cfg: ReproduceConfig | None = None, *, command: str | None = None,
 
 def _agents_defaults() -> dict[str, Any]:
     """The agents' settings a run used where the budget left them unset (they may change over time)."""
-    from composition_gym.agents.bc import DEFAULT_CONFIG
+    from composition_gym.agents.bc import DEFAULT_CONFIG  # here, for start-up speed: the options need no torch
 
     return {"transformer": DEFAULT_CONFIG.to_dict()}
 
 
 def write_outputs(doc: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``reproduce.json``, ``reproduce.md`` and ``reproduce.png`` into ``out``."""
-    from composition_gym.benchmarks.experiment.report import figure, markdown
-
     out = Path(out)
     paths = {"json": out / "reproduce.json", "markdown": out / "reproduce.md", "figure": out / "reproduce.png"}
     atomic_write_text(paths["json"], json.dumps(doc, indent=1) + "\n")

@@ -25,15 +25,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 from composition_gym.agents.settings import check_device
-from composition_gym.benchmarks.engine import backends
 from composition_gym.benchmarks.engine.config import EngineConfig
+from composition_gym.benchmarks.engine.config import run as engine_run
+from composition_gym.benchmarks.engine.progress import SweepProgress
+from composition_gym.benchmarks.experiment.report import sweep_heatmap, sweep_markdown
 from composition_gym.benchmarks.engine.provenance import provenance
 from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text
 from composition_gym.benchmarks.experiment import claims, protocol, statistics
 from composition_gym.benchmarks.experiment.cells import Cell, Grid
 from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES
 from composition_gym.benchmarks.experiment.protocol import Budget
-from composition_gym.benchmarks.experiment.reproduce import RunOptions, _fields_of, budget_name
+from composition_gym.benchmarks.experiment.reproduce import RunOptions, budget_name
+from composition_gym.config import values_of
 
 #: The documented grid (``make sweep``): the headroom map over SFT budget, exposure and trace format
 #: in the two families; axes not named here take the preset cell's value.
@@ -57,15 +60,15 @@ class SweepConfig(RunOptions, EngineConfig, Budget, Grid):
     def from_presets(cls, profile: str = "small", budget: str = "default") -> SweepConfig:
         """The documented grid around preset ``budget`` of ``profile`` (every other option overrides it)."""
         p = protocol.preset(profile, budget)
-        return cls(**DEFAULT_GRID, **_fields_of(p.budget), profile=profile, budget=budget)
+        return cls(**DEFAULT_GRID, **values_of(p.budget), profile=profile, budget=budget)
 
     def grid(self) -> Any:
         """The grid these settings describe."""
-        return Grid(**_fields_of(self, Grid))
+        return Grid(**values_of(self, Grid))
 
     def budget_settings(self) -> Budget:
         """The budget these settings describe."""
-        return Budget(**_fields_of(self, Budget))
+        return Budget(**values_of(self, Budget))
 
 
 # ---------------------------------------------------------------------------- the table
@@ -136,11 +139,9 @@ def run_sweep(cfg: SweepConfig | None = None, *, command: str | None = None,
     checks = [protocol.premise_checks(c, cfg.profile, version)
               for c in {(c.family, c.exposure): c for c, _ in cells}.values()]
     t0 = time.perf_counter()
-    from composition_gym.benchmarks.engine.progress import SweepProgress
-
     parallel = cfg.workers if cfg.backend == "local" else cfg.ray.max_concurrent or cfg.workers
     with SweepProgress(specs, store, parallel=parallel, enabled=cfg.progress, title=f"sweep {store.root.name}") as view:
-        backends.run(specs, store, backend=cfg.backend, workers=cfg.workers, ray_options=cfg.ray, progress=view,
+        engine_run(specs, store, backend=cfg.backend, workers=cfg.workers, ray_options=cfg.ray, progress=view,
                      name="sweep")
     table = [cell_table(cell, [store.load(s.key) for s in cell_specs], budget.eval_episodes, arms)
              for cell, cell_specs in cells]
@@ -163,8 +164,6 @@ def run_sweep(cfg: SweepConfig | None = None, *, command: str | None = None,
 
 def write_sweep_outputs(doc: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
     """Write ``sweep.json``, ``sweep.md`` and ``sweep.png`` (the heatmap) into ``out``, atomically."""
-    from composition_gym.benchmarks.experiment.report import sweep_heatmap, sweep_markdown
-
     out = Path(out)
     paths = {"json": out / "sweep.json", "markdown": out / "sweep.md", "figure": out / "sweep.png"}
     atomic_write_text(paths["json"], json.dumps(doc, indent=1, sort_keys=True) + "\n")

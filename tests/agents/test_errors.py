@@ -14,7 +14,7 @@ import torch
 
 from composition_gym import cli
 from composition_gym.agents import TransformerLM, behavior_cloning, evaluate, load_model, pretrained, train_ppo
-from composition_gym.agents.agent import load_agent
+from composition_gym.agents.loading import load_agent
 from composition_gym.profiles import get_profile
 from composition_gym.registration import env_id
 

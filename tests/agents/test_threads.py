@@ -118,7 +118,8 @@ def test_diagnose(monkeypatch, small_lm):
 
 def test_run_engine_workers(tmp_path, monkeypatch):
     """Runs get one thread unless told otherwise, in this process and in spawned workers alike."""
-    from composition_gym.benchmarks.engine.backends import RunSpec, run
+    from composition_gym.benchmarks.engine.backends import RunSpec
+    from composition_gym.benchmarks.engine.config import run
     from composition_gym.benchmarks.engine.store import RunStore
 
     specs = [RunSpec("tests.benchmarks.toy_runs:threads_run", {"x": x}) for x in range(2)]

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from composition_gym.benchmarks.engine.backends import STOP_GRACE_S, run
+from composition_gym.benchmarks.engine.backends import STOP_GRACE_S
+from composition_gym.benchmarks.engine.config import run
 from composition_gym.benchmarks.engine.store import RunStore
 from tests.benchmarks.toy_runs import toy_specs
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from composition_gym.benchmarks.engine import backends
-from composition_gym.benchmarks.engine.backends import RunSpec, phases, run, run_local
+from composition_gym.benchmarks.engine.backends import RunSpec, phases, run_local
+from composition_gym.benchmarks.engine.config import run
 from composition_gym.benchmarks.engine.progress import SweepProgress
 from composition_gym.benchmarks.engine.ray_backend import RayOptions
 from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text, run_key

@@ -7,14 +7,15 @@ import pytest
 
 from composition_gym.cascade import Cascade
 from composition_gym.profiles import PAPER, SMALL
-from composition_gym.supports import FAMILIES, CascadeSampler, Support
+from composition_gym.sampler import CascadeSampler
+from composition_gym.supports import SPLIT_FAMILIES, Support
 
 
 def _sets(profile, depths, family):
-    return {split: set(Support(profile, split, depths).enumerate()) for split in FAMILIES[family]}
+    return {split: set(Support(profile, split, depths).enumerate()) for split in SPLIT_FAMILIES[family]}
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(SPLIT_FAMILIES))
 @pytest.mark.parametrize("depth", [3, pytest.param(4, marks=pytest.mark.slow)])
 def test_small_families_partition_exhaustively(family, depth):
     parts = _sets(SMALL, (depth,), family)
@@ -25,9 +26,9 @@ def test_small_families_partition_exhaustively(family, depth):
     assert all(parts.values())  # no member of a family is empty
 
 
-@pytest.mark.parametrize("family", sorted(FAMILIES))
+@pytest.mark.parametrize("family", sorted(SPLIT_FAMILIES))
 def test_paper_families_disjoint_on_samples(family):
-    supports = [Support(PAPER, split, (3,)) for split in FAMILIES[family]]
+    supports = [Support(PAPER, split, (3,)) for split in SPLIT_FAMILIES[family]]
     rng = np.random.default_rng(0)
     steps = list(itertools.product(PAPER.routings, PAPER.skills))
     for _ in range(10_000):

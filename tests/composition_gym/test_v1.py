@@ -15,13 +15,9 @@ import composition_gym  # noqa: F401  (registers the ids)
 from composition_gym.cascade import Cascade
 from composition_gym.profiles import PAPER, SMALL
 from composition_gym.registration import MIXED_DEPTH_WEIGHTS, list_envs
-from composition_gym.supports import (
-    EXPOSED,
-    CascadeSampler,
-    Support,
-    can_be_identifiable,
-    removable_steps,
-)
+from composition_gym.identifiability import can_be_identifiable, removable_steps
+from composition_gym.sampler import CascadeSampler
+from composition_gym.supports import EXPOSED, Support
 
 V1 = [r for r in list_envs() if r["version"] == "v1"]
 
