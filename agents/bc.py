@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 import composition_gym  # noqa: F401  (registers the env ids)
+from composition_gym.agents import seeds
 from composition_gym.agents.agent import LMAgent
 from composition_gym.agents.coverage import merge_profiles, trained_on
 from composition_gym.agents.evaluation import evaluate, rollout
@@ -47,7 +48,6 @@ IGNORE = -100  # cross_entropy's ignore_index: prompt positions and padding carr
 
 #: The model shape BC uses by default (see :class:`TransformerConfig` for why).
 DEFAULT_CONFIG = TransformerConfig()
-HELDOUT_SEED_OFFSET = 1_000_003  # held-out episodes use seeds far from the training ones
 
 
 @dataclass
@@ -262,15 +262,6 @@ def behavior_cloning(
     *,
     settings: BCConfig | str | None = None,
     config: TransformerConfig | None = None,
-    epochs: float | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
-    weight_decay: float | None = None,
-    dagger_rounds: int | None = None,
-    dagger_episodes: int | None = None,
-    eval_episodes: int | None = None,
-    eval_every: int | None = None,
-    checkpoint_every: int | None = None,
     seed: int = 0,
     tensorboard_log: str | None = None,
     run_dir: str | None = None,
@@ -279,12 +270,15 @@ def behavior_cloning(
     lm: TransformerLM | None = None,
     threads: int | None = None,
     device: str = "cpu",
+    **changes: Any,
 ) -> tuple[TransformerLM, dict[str, float]]:
     """Train a :class:`TransformerLM` to imitate the expert on ``env_id`` (one id or several).
 
     The budget comes from ``settings`` (a :class:`~composition_gym.agents.settings.BCConfig` or a
     name of :data:`~composition_gym.agents.settings.BC_PRESETS`: ``"tiny"``, ``"demo"``,
-    ``"reproduce"``, ``"default"``); every explicit keyword below overrides that field.
+    ``"reproduce"``, ``"default"``); ``changes`` are :class:`BCConfig` fields replacing the
+    settings' (``epochs=2``, ``dagger_rounds=1`` …; ``None`` leaves a field alone, an unknown name is
+    a ``TypeError``).
 
     With a ``run_dir``, the run writes ``bc_checkpoint.pt`` there every ``checkpoint_every``
     gradient steps, at every DAgger round, when it finishes, and when it is interrupted (Ctrl-C or
@@ -299,11 +293,8 @@ def behavior_cloning(
         episodes: number of expert episodes (training traces).
         settings: the BC budget (default: the ``"default"`` preset).
         config: model shape (default :data:`DEFAULT_CONFIG`); ignored when ``lm`` is given.
-        epochs, batch_size, lr, weight_decay, dagger_rounds, dagger_episodes, eval_episodes,
-            eval_every, checkpoint_every: override the fields of ``settings`` of the same name
-            (see ``BCConfig``).
         seed: seeds the model init, data order and episode seeds (episode ``i`` resets with
-            ``seed + i``; held-out episodes with ``seed + 1_000_003 + i``).
+            ``seed + i``; held-out episodes with ``seed + HELDOUT + i``: :mod:`~.seeds`).
         tensorboard_log: a run directory for TensorBoard scalars under ``bc/`` (``None``: ``run_dir``,
             or none); their x-axis is the gradient step.
         run_dir: the checkpoint directory (``None``: no checkpoints).
@@ -326,9 +317,7 @@ def behavior_cloning(
     """
     ids = resolve_env_ids(env_id)
     check_device(device)
-    cfg = bc_config(settings, episodes=episodes, epochs=epochs, batch_size=batch_size, lr=lr,
-                    weight_decay=weight_decay, dagger_rounds=dagger_rounds, dagger_episodes=dagger_episodes,
-                    eval_episodes=eval_episodes, eval_every=eval_every, checkpoint_every=checkpoint_every)
+    cfg = bc_config(settings, episodes=episodes, **changes)
     with torch_threads(threads) as n_threads:
         lm, stats = _behavior_cloning(ids, cfg, config=config, seed=seed, tensorboard_log=tensorboard_log or run_dir,
                                       run_dir=run_dir, resume=resume, progress=progress, lm=lm, device=device)
@@ -374,7 +363,7 @@ def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfi
         writer = SummaryWriter(log_dir=tensorboard_log, purge_step=_global_step(ck) or None)
 
     data = expert_sequences(ids, cfg.episodes, seed)
-    heldout = expert_sequences(ids, min(cfg.eval_episodes, 500), seed + HELDOUT_SEED_OFFSET) if cfg.eval_episodes else None
+    heldout = expert_sequences(ids, min(cfg.eval_episodes, 500), seed + seeds.HELDOUT) if cfg.eval_episodes else None
     # What the model has seen: a model fine-tuned here keeps what it saw before.
     lm.trained_on = merge_profiles([s for s in (getattr(lm, "trained_on", None), trained_on(ids)) if s])
 
@@ -383,7 +372,7 @@ def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfi
         out: dict[str, float] = {}
         out["heldout_loss"], out["token_acc"] = token_accuracy(lm, heldout)
         report = evaluate(LMAgent(lm), ids, episodes=max(1, cfg.eval_episodes // len(ids)),
-                          seed=seed + HELDOUT_SEED_OFFSET)
+                          seed=seed + seeds.HELDOUT)
         out["heldout_success"] = report.success
         if writer is not None:
             writer.add_scalar("bc/heldout_token_acc", out["token_acc"], step)
@@ -420,7 +409,7 @@ def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfi
                 if phase > len(extras):  # this DAgger round's rollouts (not yet in a checkpoint)
                     n = cfg.dagger_episodes or max(1, cfg.episodes // 2)
                     r = phase - 1
-                    extra, success = dagger_sequences(lm, ids, n, seed + 2 * HELDOUT_SEED_OFFSET + r * n)
+                    extra, success = dagger_sequences(lm, ids, n, seed + seeds.DAGGER + r * n)
                     extras.append(extra)
                     rollout_success.append(success)
                     data = data.cat(extra)

@@ -132,9 +132,9 @@ def run_train(cfg: TrainConfig) -> int:
         return _train_group_relative(cfg, lm, rl_ids[0], eval_ids, t0)
     from composition_gym.agents.ppo import bc_then_ppo, train_ppo
 
-    common: dict[str, Any] = dict(algo=cfg.algo, seed=cfg.seed, eval_env_ids=eval_ids, eval_freq=cfg.eval_freq,
-                                  eval_episodes=cfg.eval_episodes, progress=cfg.progress, n_envs=cfg.ppo.n_envs,
-                                  threads=resolve_threads(cfg.threads), device=cfg.device, **cfg.ppo.sb3_kwargs())
+    common: dict[str, Any] = dict(algo=cfg.algo, settings=cfg.ppo, seed=cfg.seed, eval_env_ids=eval_ids,
+                                  eval_freq=cfg.eval_freq, eval_episodes=cfg.eval_episodes, progress=cfg.progress,
+                                  threads=resolve_threads(cfg.threads), device=cfg.device)
     if cfg.init == "bc":  # one TensorBoard run for both stages
         model, _ = bc_then_ppo(env_ids, ppo_steps=cfg.ppo_steps, rl_env_id=rl_ids, tensorboard_log=cfg.tensorboard,
                                bc_kwargs={"settings": cfg.bc}, **common)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 import composition_gym  # noqa: F401  (registers the env ids)
+from composition_gym.agents import seeds as seed_offsets
 from composition_gym.agents.agent import LMAgent, as_agent
 from composition_gym.agents.coverage import check_profile
 from composition_gym.agents.sampling import AgentChooser, LMChooser, Played, make_vec, play
@@ -352,7 +353,7 @@ def evaluate(agent: Any, env_ids: str | Sequence[str], episodes: int, seed: int 
             seeds = [seed + i for i in range(episodes)]
             eps = rollout(agent, env_id, seeds, batch_size=batch_size)
             if samples:
-                wins = sample_successes(agent, env_id, seeds, samples, temperature, seed=seed + 7919 * k,
+                wins = sample_successes(agent, env_id, seeds, samples, temperature, seed=seed + seed_offsets.SAMPLING * k,
                                         batch_size=sample_batch_size)
                 for e, w in zip(eps, wins):
                     e.samples = tuple(bool(x) for x in w)

@@ -57,6 +57,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from composition_gym.agents import seeds
+from composition_gym.atomic import atomic_write
 from composition_gym.agents.callbacks import report_scalars
 from composition_gym.agents.evaluation import evaluate
 from composition_gym.agents.sampling import LMChooser, Played, make_vec, play
@@ -65,7 +67,6 @@ from composition_gym.agents.transformer import TransformerLM
 from composition_gym.registration import resolve_env_id, resolve_env_ids
 
 CHECKPOINT = "grpo_checkpoint.pt"
-PROBLEM_SEED_STRIDE = 1_000_003  # problem seeds of run seed s start at s * stride: runs do not share problems
 BUCKET_POSITIONS = 4_096  # rows x length per forward of the update (8,192: as fast, +60 MB peak RSS)
 #: Config fields that do not change what a run computes: a run may resume with other values.
 RESUMABLE_CHANGES = ("compile", "checkpoint_every")
@@ -321,9 +322,7 @@ def log_iteration(state: dict[str, Any], scored: Scored, played: Played, stats: 
 # ---------------------------------------------------------------------------- 5. checkpoint
 def save_checkpoint(path: str, snapshot: dict[str, Any]) -> None:
     """Write ``snapshot`` to ``path`` atomically (a kill mid-write leaves the previous file intact)."""
-    tmp = path + ".tmp"
-    torch.save(snapshot, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: torch.save(snapshot, tmp))
 
 
 def _same_run(saved: dict[str, Any], cfg: GRPOConfig) -> bool:
@@ -411,7 +410,7 @@ def _train(env_id: str, lm: TransformerLM, cfg: GRPOConfig, seed: int, run_dir: 
     def run_eval() -> None:
         row: dict[str, Any] = {"iteration": state["iteration"], "env_steps": state["env_steps"]}
         for name, ids in evals_ids.items():
-            row.update(report_scalars(evaluate(lm.eval(), ids, eval_episodes, seed=10_000 + seed), f"eval_{name}",
+            row.update(report_scalars(evaluate(lm.eval(), ids, eval_episodes, seed=seeds.EVAL + seed), f"eval_{name}",
                                       per_module=False))
         state["evals"].append(row)
         if writer is not None:
@@ -422,7 +421,7 @@ def _train(env_id: str, lm: TransformerLM, cfg: GRPOConfig, seed: int, run_dir: 
     def iteration() -> dict[str, Any]:
         # A function, so that one iteration's completions are freed before the next is sampled.
         t0 = time.perf_counter()
-        played = sample(venv, lm, cfg, gen, seed * PROBLEM_SEED_STRIDE + state["iteration"] * cfg.problems_per_iter)
+        played = sample(venv, lm, cfg, gen, seed * seeds.PROBLEM_STRIDE + state["iteration"] * cfg.problems_per_iter)
         t_sample = time.perf_counter() - t0
         scored = score(played, cfg, device)
         stats = update(lm, ref, opt, sched, scored, cfg, gen)

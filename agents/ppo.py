@@ -39,7 +39,7 @@ from composition_gym.agents.bc import behavior_cloning
 from composition_gym.agents.callbacks import CompositionEvalCallback
 from composition_gym.agents.ppo_checkpoint import PPO_CHECKPOINT, PPOCheckpoint, ProgressBarCallback
 from composition_gym.agents.resume import Interrupts, fingerprint, mark_run, say, unfinished_run, weights_digest
-from composition_gym.agents.settings import SB3_ALGOS, check_device, torch_threads
+from composition_gym.agents.settings import PPO_PRESETS, SB3_ALGOS, PPOConfig, check_device, torch_threads
 from composition_gym.registration import resolve_env_ids
 from composition_gym.agents.policy import (
     MaskableTransformerPolicy,
@@ -50,15 +50,6 @@ from composition_gym.agents.policy import (
 from composition_gym.agents.transformer import TransformerConfig, TransformerLM
 
 ALGOS = SB3_ALGOS
-
-#: PPO settings for fine-tuning from behavior cloning (see the module docstring).
-FINETUNE_KWARGS: dict[str, Any] = dict(learning_rate=1e-5, n_steps=64, batch_size=256, n_epochs=2, gamma=1.0,
-                                       gae_lambda=0.95, clip_range=0.1, ent_coef=0.0, vf_coef=0.5,
-                                       max_grad_norm=0.5, target_kl=0.03)
-#: PPO settings from scratch (the transformer policy without BC, and RecurrentPPO's LSTM policy):
-#: larger steps and some entropy to explore.
-SCRATCH_KWARGS: dict[str, Any] = dict(learning_rate=3e-4, n_steps=64, batch_size=128, n_epochs=4, gamma=1.0,
-                                      gae_lambda=0.95, clip_range=0.2, ent_coef=0.01)
 
 #: Modules that held the policy classes before the agents were installed as ``composition_gym.agents``.
 _OLD_PACKAGES = ("agents", "benchmarks")
@@ -89,8 +80,8 @@ def train_ppo(
     total_timesteps: int,
     *,
     algo: str = "maskable_ppo",
+    settings: PPOConfig | None = None,
     seed: int = 0,
-    n_envs: int = 8,
     tensorboard_log: str | None = None,
     run_dir: str | None = None,
     eval_env_ids: dict[str, list[str]] | None = None,
@@ -103,7 +94,8 @@ def train_ppo(
     device: str | None = None,
     resume: bool = True,
     checkpoint_every: int = 10,
-    **ppo_kwargs: Any,
+    policy_kwargs: dict[str, Any] | None = None,
+    **changes: Any,
 ) -> BaseAlgorithm:
     """Train PPO, MaskablePPO (transformer policy) or RecurrentPPO (LSTM policy) on ``env_id``.
 
@@ -129,8 +121,11 @@ def train_ppo(
             written when training is interrupted (Ctrl-C or SIGTERM: the rollout in progress is
             lost) and when it ends.  A resumed run ends with the same weights as an uninterrupted
             one (the checkpoint holds the envs' and the random generators' states).
-        ppo_kwargs: override :data:`FINETUNE_KWARGS` (with an ``lm``) or :data:`SCRATCH_KWARGS`
-            (and ``policy_kwargs``).
+        settings: the SB3 settings (default: :data:`~composition_gym.agents.settings.PPO_PRESETS`'s
+            ``finetune`` with an ``lm``, ``scratch`` without); ``changes`` are
+            :class:`~composition_gym.agents.settings.PPOConfig` fields replacing them (``n_envs=2``,
+            ``learning_rate=1e-4`` …).  The mini-batch is at most one rollout, ``n_steps * n_envs``.
+        policy_kwargs: extra keyword arguments of the policy (the transformer's come from ``lm``/``config``).
 
     TensorBoard's x-axis for the run is the environment step (SB3's ``num_timesteps``).
 
@@ -146,21 +141,19 @@ def train_ppo(
         raise TypeError(f"lm must be a TransformerLM or None, got {type(lm).__name__}")
     if algo == "recurrent_ppo" and lm is not None:
         raise ValueError("recurrent_ppo trains its own LSTM policy; pass lm=None")
+    settings = (settings or PPO_PRESETS["finetune" if lm is not None else "scratch"]).replace(**changes)
+    n_envs = settings.n_envs
+    kwargs: dict[str, Any] = settings.sb3_kwargs()
+    kwargs["batch_size"] = min(settings.batch_size, settings.n_steps * n_envs)  # one rollout holds at most that
     if device is not None:
         check_device(device)
-        ppo_kwargs["device"] = device
-    elif ppo_kwargs.get("device", "auto") != "auto":
-        check_device(ppo_kwargs["device"])
-    defaults = FINETUNE_KWARGS if lm is not None else SCRATCH_KWARGS
-    kwargs = {**defaults, **ppo_kwargs}
-    if "batch_size" not in ppo_kwargs:  # a default mini-batch must fit in one rollout of these n_envs
-        kwargs["batch_size"] = min(kwargs["batch_size"], kwargs["n_steps"] * n_envs)
+        kwargs["device"] = device
     env = make_vec_env(env_id, n_envs, seed)
     if algo == "recurrent_ppo":
         model: BaseAlgorithm = RecurrentPPO("MlpLstmPolicy", env, seed=seed, verbose=verbose, **kwargs)
     else:
         cfg = lm.config if lm is not None else (config or TransformerConfig())
-        kwargs["policy_kwargs"] = {**transformer_policy_kwargs(cfg), **kwargs.get("policy_kwargs", {})}
+        kwargs["policy_kwargs"] = {**transformer_policy_kwargs(cfg), **(policy_kwargs or {})}
         cls, policy = (PPO, TransformerActorCriticPolicy) if algo == "ppo" else (MaskablePPO, MaskableTransformerPolicy)
         model = cls(policy, env, seed=seed, verbose=verbose, **kwargs)
         if lm is not None:
@@ -343,5 +336,5 @@ def load_model(path: str | os.PathLike, env_id: str | None = None, device: str =
     return model
 
 
-__all__ = ["ALGOS", "FINETUNE_KWARGS", "SCRATCH_KWARGS", "bc_then_ppo", "load_model",
+__all__ = ["ALGOS", "bc_then_ppo", "load_model",
            "make_vec_env", "next_run_dir", "train_ppo"]

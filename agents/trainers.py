@@ -65,8 +65,8 @@ def _maskable_ppo(env_id: str, lm: Any, config: PPOConfig, *, episodes: int, see
 
     mean_len = mean_episode_tokens(env_id, seed)
     steps = max(1, round(episodes * mean_len))
-    model = train_ppo(env_id, lm, steps, seed=seed, n_envs=config.n_envs, run_dir=run_dir, progress=False, threads=1,
-                      device=device, **config.sb3_kwargs())
+    model = train_ppo(env_id, lm, steps, settings=config, seed=seed, run_dir=run_dir, progress=False, threads=1,
+                      device=device)
     return lm_from_policy(model.policy), {"episodes": episodes, "timesteps": steps, "mean_expert_episode_tokens": mean_len}
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from composition_gym.agents import seeds
 from composition_gym.registration import short_name
 from composition_gym.agents.diagnostics.hooks import batched_residual
 from composition_gym.agents.diagnostics.traces import agent_traces, expert_traces
@@ -125,7 +126,7 @@ def run_probes(lm: Any, fit_env: str, test_envs: Sequence[str], *, episodes: int
     Args:
         lm: a :class:`~composition_gym.agents.TransformerLM`.
         fit_env: the ID env whose traces train the probes (episodes ``seed …``).
-        test_envs: envs scored on episodes ``seed + 1_000_003 …`` (disjoint seeds from the fit set).
+        test_envs: envs scored on episodes ``seed + HELDOUT …`` (disjoint seeds from the fit set).
         source: ``"expert"`` (teacher-forced reference traces) or ``"model"`` (``lm``'s greedy rollouts).
 
     Returns :func:`probe_layers`'s dict, test sets keyed by short env name, plus ``"fit_env"``,
@@ -146,7 +147,7 @@ def run_probes(lm: Any, fit_env: str, test_envs: Sequence[str], *, episodes: int
         return batched_residual(lm, [s.ids for s in samples], [s.openers for s in samples]), labels(samples)
 
     train_x, train_y = features(traces(fit_env, episodes, seed))
-    tests = {short_name(e): features(traces(e, test_episodes, seed + 1_000_003)) for e in test_envs}
+    tests = {short_name(e): features(traces(e, test_episodes, seed + seeds.HELDOUT)) for e in test_envs}
     out = probe_layers(train_x, train_y, tests)
     return {**out, "fit_env": short_name(fit_env), "source": source, "layers": list(range(train_x.shape[0]))}
 
