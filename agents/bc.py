@@ -133,7 +133,7 @@ def token_accuracy(lm: TransformerLM, data: Sequences, batch_size: int = 256) ->
     correct = total = 0
     loss_sum = 0.0
     for start in range(0, len(data), batch_size):
-        x, y = _trimmed(data, torch.arange(start, min(start + batch_size, len(data))), lm.head.weight.device)
+        x, y = trimmed_batch(data, torch.arange(start, min(start + batch_size, len(data))), lm.head.weight.device)
         logits = lm(x)
         keep = y != IGNORE
         loss_sum += float(F.cross_entropy(logits[keep], y[keep], reduction="sum"))
@@ -142,7 +142,7 @@ def token_accuracy(lm: TransformerLM, data: Sequences, batch_size: int = 256) ->
     return loss_sum / max(total, 1), correct / max(total, 1)
 
 
-def _trimmed(data: Sequences, idx: torch.Tensor, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def trimmed_batch(data: Sequences, idx: torch.Tensor, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Rows ``idx`` of ``data`` cut to their longest real prefix, on ``device``."""
     x, y = data.inputs[idx], data.targets[idx]
     width = max(int((x != PAD_ID).sum(1).max()), 1)
@@ -223,7 +223,7 @@ def _fit(lm: TransformerLM, data: Sequences, cfg: BCConfig, *, generator: torch.
     try:
         for s in range(done, total):
             with guard.step():
-                x, y = _trimmed(data, next(batches), lm.head.weight.device)
+                x, y = trimmed_batch(data, next(batches), lm.head.weight.device)
                 logits = lm(x)
                 loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
                 opt.zero_grad(set_to_none=True)

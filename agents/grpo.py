@@ -56,14 +56,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from composition_gym.agents import seeds
-from composition_gym.atomic import atomic_write
+from composition_gym.agents.bc import IGNORE, Sequences, expert_sequences, trimmed_batch
 from composition_gym.agents.callbacks import report_scalars
 from composition_gym.agents.evaluation import evaluate
 from composition_gym.agents.sampling import LMChooser, Played, make_vec, play
 from composition_gym.agents.settings import ADVANTAGES, GRPOConfig, check_device, progress_bar, torch_threads
 from composition_gym.agents.transformer import TransformerLM
+from composition_gym.atomic import atomic_write
 from composition_gym.registration import resolve_env_id, resolve_env_ids
 
 CHECKPOINT = "grpo_checkpoint.pt"
@@ -207,14 +209,15 @@ def token_log_probs(lm: TransformerLM, ids: torch.Tensor, prompt_len: torch.Tens
 
 
 def update(lm: TransformerLM, ref: TransformerLM, opt: torch.optim.Optimizer, sched: Any, scored: Scored,
-           cfg: GRPOConfig, gen: torch.Generator) -> dict[str, float]:
+           cfg: GRPOConfig, gen: torch.Generator, replay: Sequences | None = None) -> dict[str, float]:
     """``cfg.epochs`` passes of clipped-ratio minibatch steps; the minibatch means of ``loss``,
-    ``kl_ref`` (token mean; only when ``kl_coef > 0``), ``entropy`` and ``clip_fraction``."""
+    ``kl_ref`` (token mean; only when ``kl_coef > 0``), ``entropy`` and ``clip_fraction`` (and
+    ``replay_nll``, the replayed traces' token loss, with a ``replay`` pool)."""
     if not scored.rows.numel():
         return {}
     body = _compiled(lm.body) if cfg.compile else None
     lm.train()
-    per_minibatch = []
+    per_minibatch, replay_nll = [], []
     for _ in range(cfg.epochs):
         order = scored.rows[torch.randperm(scored.rows.numel(), generator=gen, device=gen.device)]
         for mb in order.split(cfg.minibatch_size):
@@ -225,6 +228,8 @@ def update(lm: TransformerLM, ref: TransformerLM, opt: torch.optim.Optimizer, sc
             sums = []
             for bucket in length_buckets(rows, scored.lengths):
                 sums.append(_bucket_loss(lm, ref, scored, bucket, copies[bucket], cfg, n_tokens, len(mb_rows), body))
+            if replay is not None:
+                replay_nll.append(_replay_loss(lm, replay, cfg, gen))
             torch.nn.utils.clip_grad_norm_(lm.parameters(), cfg.grad_clip)
             opt.step()
             sched.step()
@@ -235,7 +240,21 @@ def update(lm: TransformerLM, ref: TransformerLM, opt: torch.optim.Optimizer, sc
     out = dict(zip(("loss", "kl_ref", "entropy", "clip_fraction"), means))
     if not cfg.kl_coef:
         del out["kl_ref"]  # measured on the sampled completions instead (kl_estimate)
+    if replay_nll:
+        out["replay_nll"] = float(torch.stack(replay_nll).mean())
     return out
+
+
+def _replay_loss(lm: TransformerLM, replay: Sequences, cfg: GRPOConfig, gen: torch.Generator) -> torch.Tensor:
+    """Backward of ``replay_coef`` x the teacher-forced token loss of ``replay_batch`` replayed
+    expert sequences (drawn with the run's generator); returns the detached loss."""
+    idx = torch.randint(len(replay), (cfg.replay_batch,), generator=gen, device=gen.device).cpu()
+    x, y = trimmed_batch(replay, idx, next(lm.parameters()).device)
+    logits = lm(x)
+    keep = y != IGNORE
+    nll = F.cross_entropy(logits[keep], y[keep])
+    (cfg.replay_coef * nll).backward()
+    return nll.detach()
 
 
 def distinct_rows(scored: Scored, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -310,7 +329,8 @@ def log_iteration(state: dict[str, Any], scored: Scored, played: Played, stats: 
            "zero_variance_share": float(1 - scored.informative.float().mean()),
            "tokens_per_s": n_tokens / seconds, "sample_share": t_sample / seconds, "lr": lr,
            "loss": stats.get("loss", 0.0), "kl_ref": stats.get("kl_ref", kl),
-           "entropy": stats.get("entropy", 0.0), "clip_fraction": stats.get("clip_fraction", 0.0)}
+           "entropy": stats.get("entropy", 0.0), "clip_fraction": stats.get("clip_fraction", 0.0),
+           **{k: v for k, v in stats.items() if k == "replay_nll"}}
     state["history"].append(row)
     if writer is not None:
         for k, v in row.items():
@@ -337,7 +357,7 @@ def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None,
                run_dir: str | None = None, eval_env_ids: dict[str, Sequence[str]] | None = None,
                eval_every: int = 10, eval_episodes: int = 100, progress: bool = True, device: str = "cpu",
                resume: bool = True, env_kwargs: dict[str, Any] | None = None, time_limit_s: float | None = None,
-               threads: int | None = None) -> tuple[TransformerLM, dict[str, Any]]:
+               threads: int | None = None, replay_env_id: str | None = None) -> tuple[TransformerLM, dict[str, Any]]:
     """Fine-tune ``lm`` on ``env_id`` with group-relative RL; returns ``(lm, stats)``.
 
     Args:
@@ -356,6 +376,9 @@ def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None,
             checkpoint is written there; the run resumes later with the same arguments).
         threads: torch threads (``None``: the project's policy, ``COMPGYM_THREADS`` or
             :func:`~composition_gym.agents.settings.default_threads`); restored afterwards.
+        replay_env_id: the replay set of ``cfg.replay_coef`` (e.g. the SFT set): a pool of
+            ``cfg.replay_episodes`` expert traces (problems ``seed + REPLAY + i``) whose teacher-forced
+            loss joins every optimizer step.
 
     Returns:
         ``stats``: the last iteration's numbers, ``history`` (one dict per iteration), ``evals``
@@ -370,15 +393,20 @@ def train_grpo(env_id: str, lm: TransformerLM, config: GRPOConfig | None = None,
         raise TypeError(f"train_grpo needs a TransformerLM, got {type(lm).__name__}")
     env_id = resolve_env_id(env_id)
     evals_ids = {k: resolve_env_ids(v) for k, v in (eval_env_ids or {}).items()}
+    if cfg.replay_coef and replay_env_id is None:
+        raise ValueError("replay_coef > 0 needs a replay set: pass replay_env_id (e.g. the SFT set)")
     check_device(device)
     with torch_threads(threads):
+        replay = (expert_sequences([resolve_env_id(replay_env_id)], cfg.replay_episodes, seed + seeds.REPLAY)
+                  if cfg.replay_coef else None)
         return _train(env_id, lm.to(device), cfg, seed, run_dir, evals_ids, eval_every, eval_episodes, progress,
-                      device, resume, dict(env_kwargs or {}), time_limit_s)
+                      device, resume, dict(env_kwargs or {}), time_limit_s, replay)
 
 
 def _train(env_id: str, lm: TransformerLM, cfg: GRPOConfig, seed: int, run_dir: str | None,
            evals_ids: dict[str, list[str]], eval_every: int, eval_episodes: int, progress: bool, device: str,
-           resume: bool, env_kwargs: dict[str, Any], time_limit_s: float | None) -> tuple[TransformerLM, dict]:
+           resume: bool, env_kwargs: dict[str, Any], time_limit_s: float | None,
+           replay: Sequences | None = None) -> tuple[TransformerLM, dict]:
     ref = copy.deepcopy(lm).eval().requires_grad_(False)
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / (cfg.warmup + 1)))
@@ -424,7 +452,7 @@ def _train(env_id: str, lm: TransformerLM, cfg: GRPOConfig, seed: int, run_dir: 
         played = sample(venv, lm, cfg, gen, seed * seeds.PROBLEM_STRIDE + state["iteration"] * cfg.problems_per_iter)
         t_sample = time.perf_counter() - t0
         scored = score(played, cfg, device)
-        stats = update(lm, ref, opt, sched, scored, cfg, gen)
+        stats = update(lm, ref, opt, sched, scored, cfg, gen, replay)
         kl = kl_estimate(ref, scored, cfg) if not cfg.kl_coef else float("nan")
         return log_iteration(state, scored, played, stats, kl, time.perf_counter() - t0, t_sample,
                              sched.get_last_lr()[0], writer)

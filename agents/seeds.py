@@ -13,6 +13,8 @@ DAGGER = 2 * HELDOUT
 #: Group-relative RL: run seed ``s`` draws its problems from ``s * PROBLEM_STRIDE`` on, so runs of
 #: different seeds never share a problem (and the matched-data SFT control replays exactly them).
 PROBLEM_STRIDE = 1_000_003
+#: The replay pool of group-relative RL (expert traces of the replay set, e.g. the SFT set).
+REPLAY = 3 * HELDOUT
 #: Periodic evaluations during training (``compgym demo``, GRPO's ``eval_env_ids``).
 EVAL = 10_000
 #: The reproduction's evaluation problems (the same for every condition of a seed).
@@ -23,4 +25,4 @@ SAMPLING = 7_919
 #: Expert episodes that measure an RL set's mean episode length (MaskablePPO's token budget).
 EPISODE_LENGTH = 7_777_777
 
-__all__ = ["DAGGER", "EPISODE_LENGTH", "EVAL", "HELDOUT", "PROBLEM_STRIDE", "PROTOCOL_EVAL", "SAMPLING"]
+__all__ = ["DAGGER", "EPISODE_LENGTH", "EVAL", "HELDOUT", "PROBLEM_STRIDE", "PROTOCOL_EVAL", "REPLAY", "SAMPLING"]

@@ -166,6 +166,13 @@ class GRPOConfig(Config):
     """Iterations between checkpoints (with a run_dir)."""
     process_reward: float = bounded(0.0, ge=0)
     """The env's reward per correct intermediate (0: outcome reward only)."""
+    replay_coef: float = bounded(0.0, ge=0)
+    """Weight of a teacher-forced loss on expert traces of a replay set (train_grpo's replay_env_id, e.g. the
+    SFT set) added to every optimizer step, so that RL elsewhere keeps what SFT taught (0: none)."""
+    replay_episodes: int = bounded(4096, ge=1)
+    """Expert episodes in the replay pool."""
+    replay_batch: int = bounded(128, ge=1)
+    """Replayed sequences per optimizer step."""
     kl_sample: int = bounded(256, ge=0)
     """Completions per iteration on which kl_ref is estimated when kl_coef is 0 (a strided
     subsample, no random draw; 0 reports NaN)."""

@@ -305,3 +305,20 @@ def test_fixed_seed_run_gives_the_numbers_it_gave_before_the_speed_up(name):
     _, stats = train_grpo("composition_gym/Compose-L3-v1", pretrained("small"), cfg, seed=0, progress=False, threads=1)
     assert [h["reward"] for h in stats["history"]] == rewards
     assert [h["loss"] for h in stats["history"]] == pytest.approx(losses, rel=1e-3, abs=1e-7)
+
+
+def test_replay_of_a_set_adds_its_teacher_forced_loss_to_every_step():
+    """replay_coef > 0 keeps a pool of expert traces of the replay set and adds their token loss to
+    every optimizer step (RL beyond the SFT support keeps what SFT taught); it needs the set."""
+    cfg = GRPOConfig(**{**TINY, "kl_coef": 0.0}, replay_coef=1.0, replay_episodes=16, replay_batch=4)
+    with pytest.raises(ValueError, match="replay_env_id"):
+        train_grpo(ENV, tiny_lm(), cfg, progress=False, env_kwargs=ENV_KWARGS)
+    runs = [train_grpo(ENV, tiny_lm(), cfg, progress=False, env_kwargs=ENV_KWARGS,
+                       replay_env_id="composition_gym/Compose-L3-v0") for _ in range(2)]
+    (lm, stats), (again, _) = runs
+    updated = [h for h in stats["history"] if h["zero_variance_share"] < 1]
+    assert updated and all(h["replay_nll"] > 0 for h in updated)  # the replayed traces' loss was part of the step
+    for k, v in lm.state_dict().items():  # deterministic: the pool and its draws come from the run's seed
+        torch.testing.assert_close(v, again.state_dict()[k])
+    without, _ = train_grpo(ENV, tiny_lm(), cfg.replace(replay_coef=0.0), progress=False, env_kwargs=ENV_KWARGS)
+    assert any(not torch.equal(v, without.state_dict()[k]) for k, v in lm.state_dict().items())

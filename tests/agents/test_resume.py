@@ -63,7 +63,7 @@ def bc_reference():
 def test_bc_resumes_bit_identically(tmp_path, monkeypatch, capsys, bc_reference, step):
     reference, ref_stats = bc_reference
     with monkeypatch.context() as m:
-        interrupt_at_call(m, bc_module, "_trimmed", step)
+        interrupt_at_call(m, bc_module, "trimmed_batch", step)
         with pytest.raises(KeyboardInterrupt):
             behavior_cloning(SFT_ENV, run_dir=str(tmp_path), **BC)
     # The step the signal arrived in was finished, then checkpointed.
@@ -183,7 +183,7 @@ def test_bc_then_ppo_resumes_the_stage_that_was_running(tmp_path, monkeypatch, c
     root = tmp_path / "runs"
     with monkeypatch.context() as m:
         if stage == "bc":
-            interrupt_at_call(m, bc_module, "_trimmed", 10)
+            interrupt_at_call(m, bc_module, "trimmed_batch", 10)
         else:
             step = ppo_checkpoint.PPOCheckpoint._on_step
 

@@ -57,7 +57,7 @@ def test_behavior_cloning_and_its_heldout_evaluation(monkeypatch):
     from composition_gym.agents import evaluation
 
     seen = {"fit": [], "eval": []}
-    trimmed, rollout = bc_module._trimmed, evaluation.rollout
+    trimmed, rollout = bc_module.trimmed_batch, evaluation.rollout
 
     def fit_hook(*args, **kwargs):
         seen["fit"].append(torch.get_num_threads())
@@ -67,7 +67,7 @@ def test_behavior_cloning_and_its_heldout_evaluation(monkeypatch):
         seen["eval"].append(torch.get_num_threads())
         return rollout(*args, **kwargs)
 
-    monkeypatch.setattr(bc_module, "_trimmed", fit_hook)
+    monkeypatch.setattr(bc_module, "trimmed_batch", fit_hook)
     monkeypatch.setattr(evaluation, "rollout", eval_hook)
     monkeypatch.setenv("COMPGYM_THREADS", "2")
     _, stats = behavior_cloning(SFT_ENV, settings="tiny", threads=3, progress=False)
