@@ -1,4 +1,5 @@
-"""The token-level composition environment."""
+"""The token-level composition environment (one class whose docstring is its manual, as Gymnasium's
+environments are; that manual is why the file runs a little past 400 lines)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from composition_gym import tokens as T
 from composition_gym.cascade import PROMPT_FORMATS, Problem, Score, Scorer
 from composition_gym.expert import next_token
 from composition_gym.grammar import EOS_EVENT, LETTER_EVENT, STEP_EVENT, TAG_EVENT, TraceGrammar
+from composition_gym.infos import INFO_MODES, array_info, episode_status, final_info, reset_info
 from composition_gym.profiles import Profile, get_profile
 from composition_gym.sampler import CascadeSampler
 from composition_gym.supports import Support
@@ -39,55 +41,6 @@ def max_trace_len(profile: Profile, depth: int, trace_format: str) -> int:
         return cap + 1
     tags = 3 * depth if trace_format == "tagged" else 0
     return depth * cap + (depth - 1) + tags + 1
-
-
-def reset_info(problem: Problem, prompt_text: str) -> dict[str, Any]:
-    """The episode facts every reset and final ``info`` holds (besides ``action_mask``)."""
-    return {"cascade": problem.cascade, "prompt": prompt_text, "answer": problem.answer}
-
-
-def final_info(problem: Problem, prompt_text: str, score: Score, trace_text: str) -> dict[str, Any]:
-    """The final ``info`` of an episode (besides ``action_mask``), from its :class:`Score`."""
-    return {
-        **reset_info(problem, prompt_text),
-        "is_success": score.is_success,
-        "all_steps_correct": score.all_steps_correct,
-        "malformed": score.malformed,
-        "diagnosis": score.diagnosis,
-        "trace": trace_text,
-    }
-
-
-INFO_MODES = ("full", "arrays")
-
-
-def array_info(mask: np.ndarray, problem: Problem, closed_correct: list[bool], score: Score | None,
-               info_depth: int) -> dict[str, Any]:
-    """The ``info_mode="arrays"`` info: the same keys of fixed shape and dtype at every reset and step.
-
-    ``step_correct[k]`` is whether trace segment ``k`` is closed and equals its reference value;
-    module ids are token ids (:mod:`composition_gym.tokens`), ``<pad>`` (0) past the depth; the
-    outcome flags are ``False`` until the episode ends.
-    """
-    depth = problem.cascade.depth
-    routing_ids = np.zeros(info_depth, dtype=np.int64)
-    skill_ids = np.zeros(info_depth, dtype=np.int64)
-    routing_ids[:depth] = [T.ROUTING_IDS[r] for r in problem.cascade.routings]
-    skill_ids[:depth] = [T.SKILL_IDS[s] for s in problem.cascade.skills]
-    step_correct = np.zeros(info_depth, dtype=bool)
-    step_correct[: len(closed_correct)] = closed_correct
-    done = score is not None
-    return {
-        "action_mask": mask.copy(),
-        "is_success": done and score.is_success,
-        "all_steps_correct": done and score.all_steps_correct,
-        "malformed": done and score.malformed,
-        "depth": depth,
-        "steps_written": len(closed_correct),
-        "step_correct": step_correct,
-        "routing_ids": routing_ids,
-        "skill_ids": skill_ids,
-    }
 
 
 def _scorer_setting(name: str, doc: str) -> property:
@@ -152,7 +105,7 @@ class CompositionEnv(gym.Env):
 
     With ``info_mode="arrays"`` every ``info`` (reset and step) holds the same keys, each a bool,
     an int or a numpy array of fixed shape, so vectorising libraries can batch them
-    (:func:`array_info`): ``action_mask`` ``(V,)``, ``is_success``, ``all_steps_correct``,
+    (:func:`~composition_gym.infos.array_info`): ``action_mask`` ``(V,)``, ``is_success``, ``all_steps_correct``,
     ``malformed`` (``False`` until the end), ``depth``, ``steps_written``, and ``step_correct``,
     ``routing_ids``, ``skill_ids`` of shape ``(D,)`` with ``D`` the deepest cascade of the profile
     (``max(depth, ood_depth)``; every default env of a profile shares it).
@@ -460,12 +413,3 @@ class CompositionEnv(gym.Env):
                          episode_status(self._score, len(self._written), len(self._expected)),
                          bad_last=self._bad_last)
         return self._renderer.draw(view)
-
-
-def episode_status(score: Score | None, written: int, segments: int) -> str:
-    """The status line of a rendered frame."""
-    if score is None:
-        return f"writing segment {min(written + 1, segments)} of {segments}"
-    verdict = "success" if score.is_success else "malformed" if score.malformed else "wrong answer"
-    steps = sum(d["correct"] for d in score.diagnosis)
-    return f"done: {verdict} ({steps} of {len(score.diagnosis)} steps right)"

@@ -14,6 +14,9 @@ actions: same observations, rewards, terminations, truncations and infos (sub-en
 of ``reset(seed=s)`` is seeded with ``s + i``; problems come from the same sampler and draws),
 except the ``action_mask`` of a row that just ended under ``NEXT_STEP`` (see the class
 docstring).  ``tests/composition_gym/test_vector.py`` checks this.
+
+(The file runs past 400 lines because it is one class, the batch engine, whose docstring is its
+manual: Gymnasium keeps one environment per file, and so do we.)
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from gymnasium.vector.utils import batch_space
 
 from composition_gym import tokens as T
 from composition_gym.cascade import Problem, Score, Scorer, Segment
-from composition_gym.env import CompositionEnv, array_info, episode_status, final_info, reset_info
+from composition_gym.env import CompositionEnv
+from composition_gym.infos import array_info, episode_status, final_info, reset_info
 from composition_gym.expert import next_token
 from composition_gym.grammar import EOS_EVENT, LETTER_EVENT, STEP_EVENT, TAG_EVENT, VALUE, TraceStates
 
@@ -72,7 +76,7 @@ class CompositionVectorEnv(VectorEnv):
     ``info["action_mask"]`` is ``(num_envs, V)``.  Rows that ended hold the final keys
     (``is_success``, ``all_steps_correct``, ``malformed``, ``diagnosis``, ``trace``, …).
 
-    With ``info_mode="arrays"`` (:func:`composition_gym.env.array_info`) every key is present for
+    With ``info_mode="arrays"`` (:func:`composition_gym.infos.array_info`) every key is present for
     every row at every step, as a fixed-shape array (``(num_envs,)`` or ``(num_envs, D)``), and no
     Python object or text is in it: what TorchRL's ``GymWrapper``, Tianshou-style collectors and
     ``gymnasium.wrappers.vector`` batch without help.  A step builds these arrays from the batch
@@ -544,7 +548,7 @@ class CompositionVectorEnv(VectorEnv):
         return closed & (self._wr_len == self._exp_len) & (self._wr == self._exp).all(axis=2)
 
     def _array_infos(self) -> dict[str, Any]:
-        """Every row's :func:`~composition_gym.env.array_info`, built as arrays (all rows hold every key)."""
+        """Every row's :func:`~composition_gym.infos.array_info`, built as arrays (all rows hold every key)."""
         n = self.num_envs
         step_correct = np.zeros((n, self._info_depth), dtype=bool)
         step_correct[:, : self._segments] = self._closed_correct()

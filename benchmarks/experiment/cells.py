@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from composition_gym.benchmarks.experiment.claims import (FAMILIES, FAMILY_KEYS,
                                                          TRAIN_TRACE_FORMATS)
 from composition_gym.cascade import PROMPT_FORMATS
 from composition_gym.config import Config, check, field_docs
+from composition_gym.profiles import get_profile
 from composition_gym.registration import env_id, variant_id
 
 _NO_NEUTRAL = object()
@@ -205,4 +206,37 @@ def family_ids(cell: Cell, sets: Sequence[str], *, profile: str, version: str,
     return ids
 
 
-__all__ = ["Cell", "Grid", "axis", "cell_for_grid", "exposure_families", "family_ids", "grid_class"]
+#: The controlled prior's skills: six permutation-like skills of the paper profile that the small
+#: profile never uses (held out of every later stage, so the prior teaches how programs of the same
+#: routings compose, not the target modules).
+PRIOR_SKILLS = ("SortDesc", "Rot2", "RotR", "Unshift", "HalfSwap", "Riffle")
+
+
+def cell_of(config: Mapping[str, Any]) -> Cell:
+    """The :class:`Cell` a run config was made from (an SFT config, or an arm's: its ``sft`` part and RL fields)."""
+    sft = config.get("sft", config)
+    names = {f.name for f in dataclasses.fields(Cell)}
+    values = {k: v for k, v in {**sft, **config}.items() if k in names}
+    return Cell(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+def run_ids(config: Mapping[str, Any], sets: Sequence[str]) -> list[str]:
+    """:func:`family_ids` for a run's config (an SFT config, or an arm's)."""
+    sft = config.get("sft", config)
+    return family_ids(cell_of(config), sets, profile=sft["profile"], version=sft["version"],
+                      evaluation_half=bool(sft.get("evaluation_half")))
+
+
+def prior_id(config: Mapping[str, Any]) -> str:
+    """The controlled prior's id: programs of depths 1..``prior_depth`` over the skills the target
+    profile never uses (every routing; the target's splits and formats)."""
+    used = sorted(set(PRIOR_SKILLS) & set(get_profile(config["profile"]).skills))
+    if used:
+        raise ValueError(f"profile {config['profile']!r} uses the prior's skills {used}: a prior needs skills "
+                         "held out of every later stage")
+    base = run_ids(config, ["sft"])[0]
+    return variant_id(base, skills=list(PRIOR_SKILLS), depth=[1, int(config["prior_depth"])], depth_weights=None)
+
+
+__all__ = ["Cell", "Grid", "PRIOR_SKILLS", "axis", "cell_for_grid", "cell_of", "exposure_families", "family_ids",
+           "grid_class", "prior_id", "run_ids"]

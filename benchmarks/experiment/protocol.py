@@ -32,19 +32,14 @@ from composition_gym.agents import seeds
 from composition_gym.agents.settings import BC_PRESETS, PPO_PRESETS, BCConfig, GRPOConfig, PPOConfig
 from composition_gym.benchmarks.engine.backends import RunContext, RunSpec
 from composition_gym.benchmarks.engine.store import run_key
-from composition_gym.benchmarks.experiment.cells import Cell, family_ids
+from composition_gym.benchmarks.experiment.cells import Cell, cell_of, prior_id, run_ids
+from composition_gym.benchmarks.experiment.checks import leakage
 from composition_gym.benchmarks.experiment.claims import CONDITIONS, ENV_VERSION, FAMILIES
 from composition_gym.config import Config, bounded
-from composition_gym.profiles import get_profile
 from composition_gym.registration import variant_id
-from composition_gym.sampler import CascadeSampler
 
 SFT_FN = "composition_gym.benchmarks.experiment.protocol:sft_run"
 RL_FN = "composition_gym.benchmarks.experiment.protocol:rl_run"
-#: The controlled prior's skills: six permutation-like skills of the paper profile that the small
-#: profile never uses (held out of every later stage, so the prior teaches how programs of the same
-#: routings compose, not the target modules).
-PRIOR_SKILLS = ("SortDesc", "Rot2", "RotR", "Unshift", "HalfSwap", "Riffle")
 
 
 @dataclass(frozen=True)
@@ -196,20 +191,6 @@ def cell_specs(cell: Cell, seeds_: Sequence[int], budget: Budget, conditions: Se
     return specs
 
 
-def cell_of(config: Mapping[str, Any]) -> Cell:
-    """The :class:`Cell` a run config was made from (an SFT config, or an arm's: its ``sft`` part and RL fields)."""
-    sft = config.get("sft", config)
-    names = {f.name for f in dataclasses.fields(Cell)}
-    values = {k: v for k, v in {**sft, **config}.items() if k in names}
-    return Cell(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
-
-def _ids(config: Mapping[str, Any], sets: Sequence[str]) -> list[str]:
-    sft = config.get("sft", config)
-    return family_ids(cell_of(config), sets, profile=sft["profile"], version=sft["version"],
-                      evaluation_half=bool(sft.get("evaluation_half")))
-
-
 # ---------------------------------------------------------------------------- the run functions
 def sft_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
     """(The prior, then) behavior cloning on the family's coverage set; saves ``sft.pt``; evaluates it."""
@@ -227,7 +208,7 @@ def sft_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
                                            device=config["device"])
         ctx.report(stage="prior_trained", **{f"prior/{k}": v for k, v in prior_stats.items()
                                              if isinstance(v, (int, float))})
-    lm, stats = behavior_cloning(_ids(config, ["sft"]), settings=BCConfig.from_dict(config["bc"]), seed=config["seed"],
+    lm, stats = behavior_cloning(run_ids(config, ["sft"]), settings=BCConfig.from_dict(config["bc"]), seed=config["seed"],
                                  config=model, lm=lm, tensorboard_log=str(ctx.log_dir),
                                  run_dir=str(ctx.artifact_dir / "bc"),  # a killed run resumes mid-BC
                                  progress=False, threads=1, device=config["device"])
@@ -270,22 +251,11 @@ def arm_id(config: Mapping[str, Any]) -> str:
     """The registered id an arm trains on (its family's set for the condition, with the cell's kwargs;
     the process reward of the cell for the group-relative and PPO arms)."""
     cond = CONDITIONS[config["condition"]]
-    env_id = _ids(config, [cond.rl_set])[0]
+    env_id = run_ids(config, [cond.rl_set])[0]
     reward = config.get("process_reward", 0.0)
     if reward and cond.trainer != "sft":
         env_id = variant_id(env_id, process_reward=reward)
     return env_id
-
-
-def prior_id(config: Mapping[str, Any]) -> str:
-    """The controlled prior's id: programs of depths 1..``prior_depth`` over the skills the target
-    profile never uses (every routing; the target's splits and formats)."""
-    used = sorted(set(PRIOR_SKILLS) & set(get_profile(config["profile"]).skills))
-    if used:
-        raise ValueError(f"profile {config['profile']!r} uses the prior's skills {used}: a prior needs skills "
-                         "held out of every later stage")
-    base = _ids(config, ["sft"])[0]
-    return variant_id(base, skills=list(PRIOR_SKILLS), depth=[1, int(config["prior_depth"])], depth_weights=None)
 
 
 #: Trainer statistics that measure speed, not learning: they differ between two runs of the same
@@ -306,7 +276,7 @@ def evaluate_sets(lm: Any, config: Mapping[str, Any], ctx: RunContext) -> dict[s
     from composition_gym.agents import evaluate
 
     keys = list(FAMILIES[config["family"]].evals)
-    ids = _ids(config, keys)
+    ids = run_ids(config, keys)
     ev = config["eval"]
     report = evaluate(lm, ids, ev["episodes"], seed=seeds.PROTOCOL_EVAL + config["seed"], samples=ev["samples"],
                       temperature=ev["temperature"])
@@ -319,46 +289,6 @@ def evaluate_sets(lm: Any, config: Mapping[str, Any], ctx: RunContext) -> dict[s
     return metrics
 
 
-def leakage(config: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    """How many evaluated problems of each set any training stage of this run could have drawn.
-
-    The problems are those :func:`evaluate_sets` plays (same ids, same seeds), taken by cascade key
-    from the environments themselves (no model); each is tested against the support of every
-    training set of the run: the prior, SFT and, for an arm, its own set.  A set with a nonzero count
-    is not out of distribution for this run (e.g. "L=4, all splits" after RL on the RL split at L=4).
-    """
-    import gymnasium as gym
-
-    sft = config.get("sft", config)
-    keys = list(FAMILIES[sft["family"]].evals)
-    train = {"sft": _ids(config, ["sft"])[0]}
-    if sft.get("prior"):
-        train["prior"] = prior_id(sft)
-    if "condition" in config:
-        train["arm"] = _ids(config, [CONDITIONS[config["condition"]].rl_set])[0]
-    supports = {k: _support(i) for k, i in train.items()}
-    out: dict[str, dict[str, int]] = {}
-    for key, env_id in zip(keys, _ids(config, keys)):
-        env = gym.make(env_id)
-        hits = dict.fromkeys(train, 0)
-        for i in range(sft["eval"]["episodes"]):
-            env.reset(seed=seeds.PROTOCOL_EVAL + sft["seed"] + i)
-            cascade = env.unwrapped.problem.cascade
-            for k, support in supports.items():
-                hits[k] += bool(support.contains(cascade))
-        env.close()
-        out[key] = hits
-    return out
-
-
-def _support(env_id: str) -> Any:
-    import gymnasium as gym
-
-    env = gym.make(env_id)
-    env.close()
-    return env.unwrapped.support
-
-
 def diagnostics(lm: Any, config: Mapping[str, Any]) -> dict[str, str] | None:
     """The module diagnostics of one run's model (``None`` when ``diag_episodes`` is 0): error anatomy
     on the family's evaluation sets, probes fit on the first of them (seen compositions), attention
@@ -369,7 +299,7 @@ def diagnostics(lm: Any, config: Mapping[str, Any]) -> dict[str, str] | None:
         return None
     from composition_gym.agents.diagnostics.report import DiagnoseConfig, comparison_rows, diagnose
 
-    ids = _ids(config, list(FAMILIES[config["family"]].evals))
+    ids = run_ids(config, list(FAMILIES[config["family"]].evals))
     cfg = DiagnoseConfig(env_ids=tuple(ids), fit_env=ids[0], episodes=n, probe_episodes=2 * n, probe_test_episodes=n,
                          attention_episodes=max(1, n // 2), seed=seeds.PROTOCOL_EVAL + config["seed"])
     return comparison_rows(diagnose(lm, cfg))
@@ -389,60 +319,3 @@ def _first_fail(episodes: Sequence[Any]) -> dict[str, float]:
         key = str(wrong[0]) if wrong else "none"
         counts[key] = counts.get(key, 0) + 1
     return {k: v / max(len(episodes), 1) for k, v in sorted(counts.items())}
-
-
-def premise_checks(cell: Cell, profile: str, version: str = ENV_VERSION, samples: int = 20_000) -> dict[str, Any]:
-    """Check the protocol's premises for ``cell``; return what was checked.
-
-    The SFT set must contain every skill and every routing mechanism (SFT "covers every atomic
-    module"), and share no composition (cascade of depth >= 2) with the family's OOD evaluation
-    sets or with the set the beyond arm trains on.  Whether it also contains every ``(routing, skill)`` step is reported
-    (the routing x skill family holds some out on purpose).  Exhaustive where the SFT support can
-    be enumerated, otherwise on ``samples`` sampled cascades.  (Each run also records, by cascade
-    key, the evaluated problems its training stages could have drawn: :func:`leakage`.)
-
-    Raises:
-        RuntimeError: when a premise fails (the experiment would not test the claims).
-    """
-    import numpy as np
-
-    fam = FAMILIES[cell.family]
-    sft = _support(family_ids(cell, ["sft"], profile=profile, version=version)[0])
-    exhaustive = sft.size() <= 200_000
-    if exhaustive:
-        cascades = list(sft.enumerate())
-    else:
-        sampler, rng = CascadeSampler(sft), np.random.default_rng(0)
-        cascades = [sampler.sample_cascade(rng) for _ in range(samples)]
-    p = sft.profile
-    steps = {step for c in cascades for step in c.steps}
-    missing = sorted(set(p.routings) - {r for r, _ in steps}) + sorted(set(p.skills) - {s for _, s in steps})
-    if missing:
-        raise RuntimeError(f"the SFT set of family {cell.family!r}, profile {profile!r} misses modules {missing[:5]}: "
-                           "the protocol needs SFT to cover every atomic module")
-    others = [k for k in fam.evals if k.startswith("ood_") and k != "ood_depth"]
-    for name, env_id in zip(others, family_ids(cell, others, profile=profile, version=version)):
-        other = _support(env_id)
-        # Atomic (depth-1) cascades belong to every hash split by design (share_atomic).
-        shared = next((c for c in cascades if c.depth > 1 and other.contains(c)), None)
-        if shared is not None:
-            raise RuntimeError(f"the SFT set and {name} ({env_id}) share the composition {shared.key()}")
-    beyond_outside = None
-    if cell.rl_target in fam.beyond:
-        # The beyond set mixes new problems with ones SFT covered (so RL forgets nothing): it must
-        # hold some outside the SFT support, and the share is recorded.
-        beyond = _support(family_ids(cell, ["beyond"], profile=profile, version=version)[0])
-        sampler, rng = CascadeSampler(beyond), np.random.default_rng(1)
-        drawn = [sampler.sample_cascade(rng) for _ in range(2_000)]
-        beyond_outside = sum(not sft.contains(c) for c in drawn) / len(drawn)
-        if not beyond_outside:
-            raise RuntimeError(f"the beyond set of rl_target {cell.rl_target!r} lies inside the SFT support")
-    return {
-        "family": cell.family,
-        "sft_cascades_checked": len(cascades),
-        "exhaustive": exhaustive,
-        "sft_covers_every_skill_and_routing": True,
-        "sft_covers_every_routing_skill_step": not ({(r, s) for r in p.routings for s in p.skills} - steps),
-        "sft_disjoint_from": sorted(others),
-        "beyond_share_outside_sft": beyond_outside,
-    }

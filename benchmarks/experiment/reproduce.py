@@ -37,6 +37,7 @@ from composition_gym.benchmarks.experiment.report import figure, markdown
 from composition_gym.benchmarks.engine.provenance import provenance
 from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text
 from composition_gym.benchmarks.experiment import claims, protocol, statistics
+from composition_gym.benchmarks.experiment.checks import premise_checks
 from composition_gym.benchmarks.experiment.cells import Cell
 from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES
 from composition_gym.benchmarks.experiment.protocol import PROFILES, Budget
@@ -112,7 +113,7 @@ def reproduce(cfg: ReproduceConfig | None = None, *, command: str | None = None,
     specs = protocol.cell_specs(cell, range(cfg.seeds), budget, conditions, profile=cfg.profile, version=version,
                                 device=cfg.device)
     left_out = [c for c in conditions if not protocol.applies(c, cell)]
-    checks = protocol.premise_checks(cell, cfg.profile, version)
+    checks = premise_checks(cell, cfg.profile, version)
 
     with SweepProgress(specs, store, parallel=cfg.workers, enabled=cfg.progress, title="reproduce") as view:
         records = engine_run(specs, store, backend=cfg.backend, workers=cfg.workers, ray_options=cfg.ray,

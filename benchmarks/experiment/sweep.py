@@ -32,6 +32,7 @@ from composition_gym.benchmarks.experiment.report import sweep_heatmap, sweep_ma
 from composition_gym.benchmarks.engine.provenance import provenance
 from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text
 from composition_gym.benchmarks.experiment import claims, protocol, statistics
+from composition_gym.benchmarks.experiment.checks import premise_checks
 from composition_gym.benchmarks.experiment.cells import Cell, Grid
 from composition_gym.benchmarks.experiment.claims import CONDITIONS, FAMILIES
 from composition_gym.benchmarks.experiment.protocol import Budget
@@ -136,7 +137,7 @@ def run_sweep(cfg: SweepConfig | None = None, *, command: str | None = None,
                                         device=cfg.device)) for cell in grid.cells(preset.cell)]
     specs = list({s.key: s for _, cell_specs in cells for s in cell_specs}.values())  # cells share SFT runs
     # The protocol's premises, once per SFT support, before any training.
-    checks = [protocol.premise_checks(c, cfg.profile, version)
+    checks = [premise_checks(c, cfg.profile, version)
               for c in {(c.family, c.exposure): c for c, _ in cells}.values()]
     t0 = time.perf_counter()
     parallel = cfg.workers if cfg.backend == "local" else cfg.ray.max_concurrent or cfg.workers

@@ -74,7 +74,7 @@ def test_gains_are_paired_by_seed():
 
 def test_premise_checks_small_profile_are_exhaustive():
     from composition_gym.benchmarks.experiment.cells import Cell
-    from composition_gym.benchmarks.experiment.protocol import premise_checks
+    from composition_gym.benchmarks.experiment.checks import premise_checks
 
     checks = premise_checks(Cell(), "small")
     assert checks["exhaustive"] and checks["sft_cascades_checked"] > 1000
@@ -88,7 +88,7 @@ def test_premise_checks_small_profile_are_exhaustive():
 @pytest.mark.parametrize("exposure", [0.0, 0.05])
 def test_premise_checks_routing_skill_family(exposure):
     from composition_gym.benchmarks.experiment.cells import Cell
-    from composition_gym.benchmarks.experiment.protocol import premise_checks
+    from composition_gym.benchmarks.experiment.checks import premise_checks
 
     checks = premise_checks(Cell(family="routing_skill", exposure=exposure), "small")
     assert checks["sft_covers_every_skill_and_routing"] and checks["sft_disjoint_from"] == ["ood_rs", "ood_rs_l4"]
