@@ -20,6 +20,7 @@ algorithm runs past 400 lines; what it shares with PPO (signals, fingerprints, l
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import os
 import time
@@ -270,6 +271,7 @@ def behavior_cloning(
     lm: TransformerLM | None = None,
     threads: int | None = None,
     device: str = "cpu",
+    extra: Sequences | None = None,
     **changes: Any,
 ) -> tuple[TransformerLM, dict[str, float]]:
     """Train a :class:`TransformerLM` to imitate the expert on ``env_id`` (one id or several).
@@ -302,6 +304,8 @@ def behavior_cloning(
             overwrite it).
         progress: show tqdm progress bars.
         lm: continue training this model instead of a new one.
+        extra: more training sequences appended to the expert data (e.g. a replay pool of another
+            set: :func:`expert_sequences`).
         threads: torch threads for the run (``None``: the project's policy,
             :func:`~composition_gym.agents.settings.resolve_threads`); restored afterwards.
         device: torch device of the model and its batches (e.g. ``"cuda"``); the expert's data is
@@ -320,25 +324,29 @@ def behavior_cloning(
     cfg = bc_config(settings, episodes=episodes, **changes)
     with torch_threads(threads) as n_threads:
         lm, stats = _behavior_cloning(ids, cfg, config=config, seed=seed, tensorboard_log=tensorboard_log or run_dir,
-                                      run_dir=run_dir, resume=resume, progress=progress, lm=lm, device=device)
+                                      run_dir=run_dir, resume=resume, progress=progress, lm=lm, device=device,
+                                      extra=extra)
     stats["threads"] = float(n_threads)
     return lm, stats
 
 
 def _fingerprint(ids: list[str], cfg: BCConfig, config: TransformerConfig, seed: int, lm: TransformerLM | None,
-                 device: str) -> str:
+                 device: str, extra: Sequences | None = None) -> str:
     """What the run computes: not how often it logs or checkpoints, nor its thread count."""
     plain = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("eval_every", "checkpoint_every")}
+    parts = {} if extra is None else {"extra": hashlib.sha256(extra.inputs.numpy().tobytes()
+                                                                + extra.targets.numpy().tobytes()).hexdigest()}
     return fingerprint(ids=ids, bc=plain, model=config, seed=seed, device=torch.device(device).type,
-                       start=None if lm is None else weights_digest(lm))
+                       start=None if lm is None else weights_digest(lm), **parts)
 
 
 def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfig | None, seed: int,
                       tensorboard_log: str | None, run_dir: str | None, resume: bool, progress: bool,
-                      lm: TransformerLM | None, device: str = "cpu") -> tuple[TransformerLM, dict[str, float]]:
+                      lm: TransformerLM | None, device: str = "cpu",
+                      extra: Sequences | None = None) -> tuple[TransformerLM, dict[str, float]]:
     start = time.perf_counter()
     path = os.path.join(run_dir, CHECKPOINT) if run_dir else None
-    key = _fingerprint(ids, cfg, lm.config if lm is not None else (config or DEFAULT_CONFIG), seed, lm, device)
+    key = _fingerprint(ids, cfg, lm.config if lm is not None else (config or DEFAULT_CONFIG), seed, lm, device, extra)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     if lm is None:
@@ -363,6 +371,8 @@ def _behavior_cloning(ids: list[str], cfg: BCConfig, *, config: TransformerConfi
         writer = SummaryWriter(log_dir=tensorboard_log, purge_step=_global_step(ck) or None)
 
     data = expert_sequences(ids, cfg.episodes, seed)
+    if extra is not None:
+        data = data.cat(extra)
     heldout = expert_sequences(ids, min(cfg.eval_episodes, 500), seed + seeds.HELDOUT) if cfg.eval_episodes else None
     # What the model has seen: a model fine-tuned here keeps what it saw before.
     lm.trained_on = merge_profiles([s for s in (getattr(lm, "trained_on", None), trained_on(ids)) if s])

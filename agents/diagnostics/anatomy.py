@@ -177,13 +177,13 @@ class EpisodeSteps:
 
     @classmethod
     def from_tokens(cls, env_id: str, seed: int, tokens: Sequence[int], profile: Profile,
-                    trace_format: str = "values") -> EpisodeSteps:
+                    trace_format: str = "values", prompt_format: str = "nested") -> EpisodeSteps:
         """From a finished episode's token ids (prompt + trace, e.g. :attr:`Episode.tokens`).
 
         A segment counts as written only once closed by ``;`` or ``<eos>``, as in the env's diagnosis.
         """
         ids = [int(i) for i in tokens if int(i) != T.PAD_ID]
-        problem = parse_prompt(ids, profile.alphabet)
+        problem = parse_prompt(ids, profile.alphabet, prompt_format)
         trace = ids[ids.index(T.SEP_ID) + 1 :]
         values = _closed_values(trace)
         depth = problem.cascade.depth
@@ -335,7 +335,8 @@ def anatomy_of_episodes(records: Iterable[Any]) -> Anatomy:
         if r.env_id not in envs:
             envs[r.env_id] = gym.make(r.env_id).unwrapped
         env = envs[r.env_id]
-        steps.append(EpisodeSteps.from_tokens(r.env_id, r.seed, r.tokens, env.profile, env.trace_format))
+        steps.append(EpisodeSteps.from_tokens(r.env_id, r.seed, r.tokens, env.profile, env.trace_format,
+                                              env.prompt_format))
     return analyse(steps)
 
 

@@ -32,16 +32,16 @@ HEAD, TRACE = -1, -2
 BUCKETS = ("call", "other_calls", "input", "trace")
 
 
-def call_owners(cascade: Cascade) -> list[int]:
+def call_owners(cascade: Cascade, prompt_format: str = "nested") -> list[int]:
     """The owning step (``1 … L``; ``0`` for the innermost ``X``) of each token of ``cascade.program()``."""
-    return [owner for _, owner in cascade.program_owners()]
+    return [owner for _, owner in cascade.program_owners(prompt_format)]
 
 
 def token_owners(sample: Any) -> np.ndarray:
     """Owner of every position of a :class:`~composition_gym.agents.diagnostics.traces.TraceSample`."""
     ids = list(sample.ids)
     colon = ids.index(T.TAG_ID)
-    program = call_owners(sample.problem.cascade)
+    program = call_owners(sample.problem.cascade, sample.prompt_format)
     if colon + 1 + len(program) != sample.prompt_len - 1:
         raise ValueError("the prompt's program does not match its cascade")
     owners = np.full(len(ids), TRACE, dtype=np.int64)

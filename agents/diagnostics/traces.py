@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from composition_gym import tokens as T
+import gymnasium as gym
+
 from composition_gym.cascade import Problem, parse_prompt
 from composition_gym.registration import resolve_env_id
 from composition_gym.agents.evaluation import rollout
@@ -30,6 +32,7 @@ class TraceSample:
         prompt_len: number of prompt tokens (``ids[prompt_len - 1]`` is ``|``).
         openers: ``openers[t-1]`` is the position opening segment ``t``; only the segments the
             trace reached (at most the cascade's depth).
+        prompt_format: how the prompt writes the program (:data:`~composition_gym.cascade.PROMPT_FORMATS`).
     """
 
     env_id: str
@@ -38,6 +41,7 @@ class TraceSample:
     ids: tuple[int, ...]
     prompt_len: int
     openers: tuple[int, ...]
+    prompt_format: str = "nested"
 
     @property
     def depth(self) -> int:
@@ -55,18 +59,16 @@ class TraceSample:
 _LETTERS = frozenset(T.LETTER_IDS.values())
 
 
-def _sample(env_id: str, seed: int, ids: Sequence[int], alphabet: str) -> TraceSample:
+def _sample(env_id: str, seed: int, ids: Sequence[int], alphabet: str, prompt_format: str) -> TraceSample:
     ids = tuple(int(i) for i in ids if int(i) != T.PAD_ID)
-    problem = parse_prompt(ids, alphabet)
+    problem = parse_prompt(ids, alphabet, prompt_format)
     sep = ids.index(T.SEP_ID)
     openers = [sep] + [i for i in range(sep + 1, len(ids)) if ids[i] == T.STEP_ID]
-    return TraceSample(env_id, seed, problem, ids, sep + 1, tuple(openers[: problem.cascade.depth]))
+    return TraceSample(env_id, seed, problem, ids, sep + 1, tuple(openers[: problem.cascade.depth]), prompt_format)
 
 
 def expert_traces(env_id: str, episodes: int, seed: int = 0) -> list[TraceSample]:
     """The reference traces of episodes ``seed, seed + 1, …`` of ``env_id`` (teacher forcing)."""
-    import gymnasium as gym
-
     env_id = resolve_env_id(env_id)
     env = gym.make(env_id)
     base = env.unwrapped
@@ -75,20 +77,17 @@ def expert_traces(env_id: str, episodes: int, seed: int = 0) -> list[TraceSample
         obs, _ = env.reset(seed=seed + i)
         prompt = [int(t) for t in obs if t != T.PAD_ID]
         trace = [T.TOKEN_ID[t] for t in base.problem.trace(base.trace_format)]
-        out.append(_sample(env_id, seed + i, prompt + trace, base.profile.alphabet))
+        out.append(_sample(env_id, seed + i, prompt + trace, base.profile.alphabet, base.prompt_format))
     env.close()
     return out
 
 
 def agent_traces(agent: Any, env_id: str, episodes: int, seed: int = 0) -> list[TraceSample]:
     """The traces ``agent`` writes on episodes ``seed, seed + 1, …`` of ``env_id`` (greedy for an LM)."""
-    import gymnasium as gym
-
-
     env_id = resolve_env_id(env_id)
-    alphabet = gym.make(env_id).unwrapped.profile.alphabet
+    base = gym.make(env_id).unwrapped
     records = rollout(agent, env_id, [seed + i for i in range(episodes)])
-    return [_sample(env_id, r.seed, r.tokens, alphabet) for r in records]
+    return [_sample(env_id, r.seed, r.tokens, base.profile.alphabet, base.prompt_format) for r in records]
 
 
 __all__ = ["TraceSample", "agent_traces", "expert_traces"]

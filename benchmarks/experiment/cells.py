@@ -69,6 +69,9 @@ class Cell(Config):
     the held-out pairs; routing_skill and pairs families)."""
     process_reward: float = axis(0.0, "rl", neutral=0.0, ge=0)
     """RL reward per correct intermediate, on top of the outcome reward (0: outcome only)."""
+    replay: float = axis(0.0, "rl", neutral=0.0, ge=0)
+    """Weight of the SFT set's replay in the arms (a teacher-forced loss on its expert traces in every
+    group-relative step; the matched control trains on the same traces): 0 replays nothing."""
     rl_episodes: int = axis(8_192, "rl", ge=1)
     """RL budget: episodes per arm, equal for every arm and trainer."""
 

@@ -82,6 +82,8 @@ class Budget(Config):
         if self.grpo.process_reward != default.process_reward:
             raise ValueError("budget grpo.process_reward is not settable: the process reward is the cell's "
                              "process_reward (a sweep axis)")
+        if self.grpo.replay_coef != default.replay_coef:
+            raise ValueError("budget grpo.replay_coef is not settable: the replay weight is the cell's replay (a sweep axis)")
 
 
 @dataclass(frozen=True)
@@ -93,7 +95,7 @@ class Preset:
 
 
 _TINY = Preset(Budget(sft_epochs=1.0, bc_preset="tiny", bc_heldout=0, eval_episodes=4, samples=4, diag_episodes=2,
-                      grpo=GRPOConfig(problems_per_iter=4, group_size=4),
+                      grpo=GRPOConfig(problems_per_iter=4, group_size=4, replay_episodes=32, replay_batch=8),
                       ppo=PPOConfig(n_steps=16, batch_size=32, n_epochs=1, n_envs=2),
                       matched_epochs=1.0, prior_episodes=32, prior_epochs=1.0, prior_depth=4),
                Cell(sft_episodes=64, rl_episodes=32))
@@ -134,6 +136,8 @@ def applies(cond: str, cell: Cell) -> bool:
     c = CONDITIONS[cond]
     if c.trainer is None:
         return True
+    if c.trainer == "maskable_ppo" and cell.replay:
+        return False  # SB3 has no replay
     fam = FAMILIES[cell.family]
     return cell.rl_target in fam.beyond if c.rl_set == "beyond" else c.rl_set in fam.rl
 
@@ -168,7 +172,8 @@ def arm_trainer_config(cond: str, cell: Cell, budget: Budget) -> dict[str, Any]:
                         eval_episodes=0).to_dict()
     if trainer == "maskable_ppo":
         return budget.ppo.to_dict()
-    return budget.grpo.replace(iterations=cell.rl_episodes // per_iter, process_reward=cell.process_reward).to_dict()
+    return budget.grpo.replace(iterations=cell.rl_episodes // per_iter, process_reward=cell.process_reward,
+                               replay_coef=cell.replay).to_dict()
 
 
 def cell_specs(cell: Cell, seeds_: Sequence[int], budget: Budget, conditions: Sequence[str], *, profile: str = "small",
@@ -187,6 +192,8 @@ def cell_specs(cell: Cell, seeds_: Sequence[int], budget: Budget, conditions: Se
                 continue
             rl = {"condition": cond, **cell.stage_dict("rl"), "trainer": arm_trainer_config(cond, cell, budget),
                   "sft": sft}
+            if cell.replay:  # the pool every arm of the cell replays
+                rl["replay_episodes"] = budget.grpo.replay_episodes
             specs.append(RunSpec(RL_FN, rl, deps=(run_key(SFT_FN, sft),), name=f"{tag} seed{seed} {cond}"))
     return specs
 
@@ -240,8 +247,13 @@ def rl_run(config: Mapping[str, Any], ctx: RunContext) -> dict[str, Any]:
         run_seed = sft["seed"] * seeds.PROBLEM_STRIDE
     else:
         run_seed = sft["seed"]
+    replay = None
+    if cell.replay:  # the SFT set's traces, the same pool for every arm of the seed
+        from composition_gym.agents.trainers import ReplayPool
+
+        replay = ReplayPool(run_ids(config, ["sft"])[0], config["replay_episodes"], sft["seed"] + seeds.REPLAY)
     lm, stats = trainer.train(env_id, lm, trainer.config.from_dict(config["trainer"]), episodes=cell.rl_episodes,
-                              seed=run_seed, run_dir=str(ctx.log_dir), device=sft["device"])
+                              seed=run_seed, run_dir=str(ctx.log_dir), device=sft["device"], replay=replay)
     ctx.report(stage="rl_trained", **{f"rl/{k}": v for k, v in stats.items() if isinstance(v, (int, float))})
     return {"condition": cond.key, "seed": sft["seed"], "metrics": evaluate_sets(lm, sft, ctx),
             "diagnostics": diagnostics(lm, sft), "leakage": leakage(config), **_split(stats)}

@@ -189,7 +189,7 @@ def markdown(doc: Mapping) -> str:
 
 
 def figure(doc: Mapping, path: str | Path) -> Path:
-    """Write a three-panel bar chart (one panel per claim, error bars = SE) to ``path`` (PNG)."""
+    """Write a bar chart, one panel per claim's table (error bars = SE), to ``path`` (PNG)."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: no display on CI or over ssh
@@ -198,7 +198,7 @@ def figure(doc: Mapping, path: str | Path) -> Path:
     summary = doc["summary"]
     fig, axes = plt.subplots(1, len(CLAIMS), figsize=(5.2 * len(CLAIMS), 5.0), constrained_layout=True)
     colors = {"sft": "#9e9e9e", "rl_atomic": "#f4a261", "rl_compound": "#2a9d8f", "rl_disjoint": "#264653",
-              "ppo_compound": "#e76f51"}
+              "ppo_compound": "#e76f51", "sft_matched": "#8d99ae"}
     for ax, (key, claim) in zip(axes, CLAIMS.items()):
         conds = [c for c in claim["conditions"] if c in summary]
         envs = [e for e in claim["envs"] if any(e in summary[c] for c in conds)]

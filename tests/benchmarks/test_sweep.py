@@ -204,3 +204,15 @@ def test_variant_ids_carry_the_cell_s_env_kwargs():
     assert env.unwrapped.trace_format == "tagged" and env.unwrapped.support.exposure == 0.05
     assert gym.spec(tagged).kwargs["split"] == gym.spec(base).kwargs["split"]
     env.close()
+
+
+def test_a_replay_cell_gives_every_group_relative_arm_and_the_matched_control_the_same_pool():
+    cell = Cell(rl_target="L4", replay=1.0, rl_episodes=32)
+    specs = {s.config.get("condition", "sft"): s for s in protocol.cell_specs(cell, [0], TINY.budget, list(CONDITIONS))}
+    assert "ppo_compound" not in specs and not protocol.applies("ppo_compound", cell)  # SB3 cannot replay
+    for arm in ("rl_atomic", "rl_compound", "rl_disjoint", "sft_matched"):
+        assert specs[arm].config["replay_episodes"] == TINY.budget.grpo.replay_episodes
+    assert specs["rl_disjoint"].config["trainer"]["replay_coef"] == 1.0
+    assert "replay" not in specs["sft"].config  # an RL-stage knob: the SFT run is shared with replay-free cells
+    with pytest.raises(ValueError, match="replay_coef is not settable"):
+        TINY.budget.replace(grpo=TINY.budget.grpo.replace(replay_coef=1.0))
