@@ -342,6 +342,49 @@ def sweep_heatmap(doc: Mapping, path: str | Path) -> Path:
     return path
 
 
+def regime_figure(doc: Mapping, path: str | Path, env: str = "ood_unseen_l4", arm: str = "rl_disjoint") -> Path | None:
+    """The knob that separates "widens" from "sharpens", one point per cell: the ``arm``'s greedy gain
+    over SFT on ``env`` (± 2 SE) against what SFT already does there — its pass@k (is the answer
+    within sampling reach?) and its share of problems whose first step is right (does the dense
+    signal have a start?).  ``None`` (and no file) when no cell has both."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = []
+    for row in doc["table"]:
+        entry = row["sets"].get(env)
+        gain = entry and entry["gains"].get(arm)
+        if not gain or not entry.get("sft_pass_at_k"):
+            continue
+        first = entry.get("first_fail", {}).get("sft", {})
+        step1 = 1.0 - first.get("1", 0.0) if first else float("nan")
+        points.append((_row_label(doc, row), entry["sft_pass_at_k"]["mean"], step1, gain["mean"], gain["se"] or 0.0))
+    if not points:
+        return None
+    k = doc["meta"]["budget"]["samples"]
+    fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2), constrained_layout=True)
+    for ax, (xi, xlabel) in zip(axes, ((1, f"SFT pass@{k} on the set (reach, %)"),
+                                       (2, "SFT greedy answers with step 1 right (%)"))):
+        for label, *values in points:
+            x, y, se = 100 * values[xi - 1], 100 * values[2], 100 * values[3]
+            ax.errorbar([x], [y], yerr=[2 * se], fmt="o", capsize=3)
+            ax.annotate(label, (x, y), fontsize=6, xytext=(4, 4), textcoords="offset points")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axhline(10, color="grey", lw=0.8, ls=":")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(f"{arm} greedy gain over SFT (points, ± 2 SE)")
+    meta = doc["meta"]
+    fig.suptitle(f"When does RL widen? {EVAL_LABELS.get(env, env)}, one point per cell; profile {meta['profile']}, "
+                 f"{len(meta['seeds'])} seed(s), commit {meta['commit'][:10]}", fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def recompute(doc: dict) -> dict:
     """``doc`` with its summary, gains and verdicts recomputed from its runs (current statistics)."""
     return {**doc, **statistics.statistics(doc["runs"], doc["meta"]["budget"].get("eval_episodes"))}

@@ -28,7 +28,7 @@ from composition_gym.agents.settings import check_device
 from composition_gym.benchmarks.engine.config import EngineConfig
 from composition_gym.benchmarks.engine.config import run as engine_run
 from composition_gym.benchmarks.engine.progress import SweepProgress
-from composition_gym.benchmarks.experiment.report import sweep_heatmap, sweep_markdown
+from composition_gym.benchmarks.experiment.report import regime_figure, sweep_heatmap, sweep_markdown
 from composition_gym.benchmarks.engine.provenance import provenance
 from composition_gym.benchmarks.engine.store import RunStore, atomic_write_text
 from composition_gym.benchmarks.experiment import claims, protocol, statistics
@@ -164,12 +164,16 @@ def run_sweep(cfg: SweepConfig | None = None, *, command: str | None = None,
 
 
 def write_sweep_outputs(doc: Mapping[str, Any], out: str | Path) -> dict[str, Path]:
-    """Write ``sweep.json``, ``sweep.md`` and ``sweep.png`` (the heatmap) into ``out``, atomically."""
+    """Write ``sweep.json``, ``sweep.md``, ``sweep.png`` (the heatmap) and, where the grid has cells
+    with a beyond arm on unseen L=4, ``sweep_regimes.png`` (:func:`~.report.regime_figure`) into ``out``."""
     out = Path(out)
-    paths = {"json": out / "sweep.json", "markdown": out / "sweep.md", "figure": out / "sweep.png"}
+    paths = {"json": out / "sweep.json", "markdown": out / "sweep.md", "figure": out / "sweep.png",
+             "regimes": out / "sweep_regimes.png"}
     atomic_write_text(paths["json"], json.dumps(doc, indent=1, sort_keys=True) + "\n")
     atomic_write_text(paths["markdown"], sweep_markdown(doc))
     sweep_heatmap(doc, paths["figure"])
+    if regime_figure(doc, paths["regimes"]) is None:
+        del paths["regimes"]
     return paths
 
 

@@ -10,7 +10,7 @@ from composition_gym.benchmarks.experiment import protocol
 from composition_gym.benchmarks.experiment.cells import Cell, Grid, cell_for_grid
 from composition_gym.benchmarks.experiment.claims import CONDITIONS
 from composition_gym.benchmarks.experiment.protocol import RL_FN, SFT_FN
-from composition_gym.benchmarks.experiment.report import sweep_heatmap, sweep_markdown
+from composition_gym.benchmarks.experiment.report import regime_figure, sweep_heatmap, sweep_markdown
 from composition_gym.benchmarks.experiment.sweep import SweepConfig, cell_table, run_sweep
 from composition_gym.cli import UsageError, parse_config
 
@@ -140,6 +140,12 @@ def test_whole_grid_renders_as_markdown_and_heatmap(tmp_path):
         assert {row.count("|") for row in rows} == {rows[0].count("|")}
     png = sweep_heatmap(doc, tmp_path / "sweep.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert regime_figure(doc, tmp_path / "r.png") is None  # no cell has a beyond arm on unseen L=4
+    for row in doc["table"]:
+        if "ood_unseen" in row["sets"]:
+            row["sets"]["ood_unseen_l4"] = row["sets"]["ood_unseen"] | {
+                "gains": {"rl_disjoint": {"mean": 0.3, "se": 0.02, "n": 2}}}
+    assert regime_figure(doc, tmp_path / "r.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_the_command_line_is_derived_from_the_cell_and_the_budget():
