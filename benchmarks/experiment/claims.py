@@ -111,14 +111,15 @@ ENV_VERSION = "v1"
 #: Trace formats the protocol trains with (``answer`` writes no intermediates to learn modules from).
 TRAIN_TRACE_FORMATS = ("values", "tagged")
 #: What the beyond arm trains on (:attr:`~.cells.Cell.rl_target`): compositions of the RL split at
-#: L=3, deeper ones (depths 1-4, weighted by :data:`L4_DEPTH_WEIGHTS`), or the exposable half of the
-#: held-out pairs (mixed with the family's own L=3 problems at the rate :data:`PAIRS_RL_EXPOSURE`).
+#: L=3, deeper ones (:data:`L4_SET`), or the exposable half of the held-out pairs (mixed with the
+#: family's own L=3 problems at the rate :data:`PAIRS_RL_EXPOSURE`).
 RL_TARGETS = ("L3", "L4", "pairs")
-#: Depth weights (L=1..4) of the L4 target: half the problems one level beyond SFT, the rest at the
-#: depths SFT covered, so RL does not forget them (docs/results: the forgetting probes).
-L4_DEPTH_WEIGHTS = (0.1, 0.1, 0.3, 0.5)
+#: The L4 target's depths and weights: half the problems one level beyond SFT, half at the depth SFT
+#: trained (compositions SFT never saw: the RL split).  Measured against depths 1-4 (.1/.1/.3/.5),
+#: L=4 alone and with KL anchors: docs/results/widening.md.
+L4_SET = {"depth": [3, 4], "depth_weights": [0.5, 0.5]}
 PAIRS_RL_EXPOSURE = 0.5
-_L4 = {"depth": [1, 4], "depth_weights": list(L4_DEPTH_WEIGHTS)}
+_L4 = L4_SET
 FAMILIES: dict[str, Family] = {
     f.key: f
     for f in (

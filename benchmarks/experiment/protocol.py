@@ -109,8 +109,17 @@ _TINY = Preset(Budget(sft_epochs=1.0, bc_preset="tiny", bc_heldout=0, eval_episo
 #: larger rates or more updates per batch collapsed it); MaskablePPO gets as many episodes, which
 #: is what bounds the budget: on 2 cores its arm is the slowest run.  200 problems per evaluation
 #: set with 8 samples each.  ``paper/default`` is a starting point for a GPU, not a tuned budget.
+#: ``small/widen``: the regime where RL beyond the SFT support widens (docs/results/widening.md): the
+#: shipped checkpoint's SFT recipe (BC preset ``demo``: 20,000 episodes x 19.2 epochs), then every arm
+#: for 409,600 episodes (400 group-relative iterations of 128 problems x 8 at lr 1e-4), the beyond arm
+#: on depths 3-4 of the RL split with process reward 0.5, every group-relative arm replaying the SFT
+#: set at weight 2 (and the matched control training on the same traces), 50 diagnostic episodes.
+_WIDEN = Preset(Budget(sft_epochs=19.2, bc_preset="demo", diag_episodes=50, matched_epochs=2.0,
+                       prior_episodes=14_000, prior_epochs=12.8,
+                       grpo=GRPOConfig(problems_per_iter=128, group_size=8, lr=1e-4)),
+                Cell(sft_episodes=20_000, rl_target="L4", process_reward=0.5, replay=2.0, rl_episodes=409_600))
 PRESETS: dict[str, dict[str, Preset]] = {
-    "small": {"tiny": _TINY, "default": Preset(Budget(), Cell())},
+    "small": {"tiny": _TINY, "default": Preset(Budget(), Cell()), "widen": _WIDEN},
     "paper": {
         "tiny": _TINY,
         "default": Preset(Budget(sft_epochs=20, eval_episodes=500, grpo=GRPOConfig(problems_per_iter=256, group_size=8),

@@ -39,10 +39,16 @@ from composition_gym.benchmarks.experiment.protocol import Budget
 from composition_gym.benchmarks.experiment.reproduce import RunOptions, budget_name
 from composition_gym.config import values_of
 
-#: The documented grid (``make sweep``): the headroom map over SFT budget, exposure and trace format
-#: in the two families; axes not named here take the preset cell's value.
-DEFAULT_GRID: dict[str, tuple] = {"family": ("compose", "routing_skill"), "sft_episodes": (10_000, 14_000, 20_000),
-                                  "exposure": (0.0, 0.01, 0.05), "trace_format": ("values", "tagged")}
+#: The documented grid of each preset (axes not named take the preset cell's value): ``default``
+#: (``make sweep``), the headroom map over SFT budget, exposure and trace format in the two
+#: families; ``widen``, the regime map around the widening regime: SFT budget x where the beyond
+#: arm trains x process reward (docs/results/widening.md).
+GRIDS: dict[str, dict[str, tuple]] = {
+    "default": {"family": ("compose", "routing_skill"), "sft_episodes": (10_000, 14_000, 20_000),
+                "exposure": (0.0, 0.01, 0.05), "trace_format": ("values", "tagged")},
+    "widen": {"sft_episodes": (10_000, 20_000), "rl_target": ("L3", "L4"), "process_reward": (0.0, 0.5)},
+}
+DEFAULT_GRID = GRIDS["default"]
 MEASURE_GAINS = ("greedy", "sampled", "pass_at_k")
 
 
@@ -61,7 +67,7 @@ class SweepConfig(RunOptions, EngineConfig, Budget, Grid):
     def from_presets(cls, profile: str = "small", budget: str = "default") -> SweepConfig:
         """The documented grid around preset ``budget`` of ``profile`` (every other option overrides it)."""
         p = protocol.preset(profile, budget)
-        return cls(**DEFAULT_GRID, **values_of(p.budget), profile=profile, budget=budget)
+        return cls(**GRIDS.get(budget, {}), **values_of(p.budget), profile=profile, budget=budget)
 
     def grid(self) -> Any:
         """The grid these settings describe."""
@@ -185,4 +191,4 @@ def run(cfg: SweepConfig) -> int:
     return 0
 
 
-__all__ = ["DEFAULT_GRID", "SweepConfig", "cell_table", "headroom", "run", "run_sweep", "write_sweep_outputs"]
+__all__ = ["DEFAULT_GRID", "GRIDS", "SweepConfig", "cell_table", "headroom", "run", "run_sweep", "write_sweep_outputs"]
