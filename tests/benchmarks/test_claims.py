@@ -82,7 +82,7 @@ def test_premise_checks_small_profile_are_exhaustive():
     assert checks["sft_disjoint_from"] == ["ood_unseen", "ood_unseen_l4", "ood_unseen_l5"]
     assert checks["beyond_share_outside_sft"] == 1.0  # the L=3 RL split shares nothing with SFT
     # The L=4 target mixes in depth-1 problems (atomic: every split's by design) so that RL forgets nothing.
-    assert 0.85 < premise_checks(Cell(rl_target="L4"), "small")["beyond_share_outside_sft"] < 0.95
+    assert premise_checks(Cell(rl_target="L4"), "small")["beyond_share_outside_sft"] == 1.0
 
 
 @pytest.mark.parametrize("exposure", [0.0, 0.05])
