@@ -81,7 +81,7 @@ def test_premise_checks_small_profile_are_exhaustive():
     assert checks["sft_covers_every_routing_skill_step"]
     assert checks["sft_disjoint_from"] == ["ood_unseen", "ood_unseen_l4", "ood_unseen_l5"]
     assert checks["beyond_share_outside_sft"] == 1.0  # the L=3 RL split shares nothing with SFT
-    # The L=4 target mixes in depth-1 problems (atomic: every split's by design) so that RL forgets nothing.
+    # The L=4 target: depths 3 and 4 of the RL split, outside the SFT support by hash and by depth.
     assert premise_checks(Cell(rl_target="L4"), "small")["beyond_share_outside_sft"] == 1.0
 
 
