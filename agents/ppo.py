@@ -74,6 +74,15 @@ def next_run_dir(root: str | os.PathLike, name: str) -> str:
     return os.path.join(os.fspath(root), f"{name}_{get_latest_run_id(os.fspath(root), name) + 1}")
 
 
+def _pick_run_dir(root: str, name: str, key: str, marker: str, resume: bool) -> str:
+    """The unfinished run of ``key`` under ``root`` when resuming (and says so), else a new ``name_k``."""
+    run_dir = unfinished_run(root, name, key, marker) if resume else None
+    if run_dir is not None:
+        say(f"resuming {name} run in {run_dir}")
+        return run_dir
+    return next_run_dir(root, name)
+
+
 def train_ppo(
     env_id: str | Sequence[str],
     lm: TransformerLM | None,
@@ -165,11 +174,7 @@ def train_ppo(
                       kwargs={k: v for k, v in kwargs.items() if k != "device"}, device=str(model.device),
                       start=None if lm is None else weights_digest(lm))
     if run_dir is None and tensorboard_log is not None:
-        run_dir = unfinished_run(tensorboard_log, algo, key, PPO_MARKER) if resume else None
-        if run_dir is not None:
-            say(f"resuming {algo} run in {run_dir}")
-        else:
-            run_dir = next_run_dir(tensorboard_log, algo)
+        run_dir = _pick_run_dir(tensorboard_log, algo, key, PPO_MARKER, resume)
     if run_dir is not None:
         mark_run(run_dir, PPO_MARKER, key, finished=False)
         checkpoint = PPOCheckpoint(os.path.join(run_dir, PPO_CHECKPOINT), key, total_timesteps, checkpoint_every)
@@ -258,11 +263,7 @@ def bc_then_ppo(
                       ppo={k: v for k, v in ppo_kwargs.items() if k not in quiet})
     name = f"bc_{algo}"
     if run_dir is None and tensorboard_log is not None:
-        run_dir = unfinished_run(tensorboard_log, name, key, RUN_MARKER)
-        if run_dir is not None:
-            say(f"resuming {name} run in {run_dir}")
-        else:
-            run_dir = next_run_dir(tensorboard_log, name)
+        run_dir = _pick_run_dir(tensorboard_log, name, key, RUN_MARKER, resume=True)
     if run_dir is not None:
         mark_run(run_dir, RUN_MARKER, key, finished=False)
     lm, _ = behavior_cloning(env_id, bc_episodes, seed=seed, run_dir=run_dir, progress=progress, **bc_kwargs)

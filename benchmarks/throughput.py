@@ -309,6 +309,20 @@ def bench_ppo(policy: str, quick: bool) -> dict[str, Any]:
             "n_envs": PPO_SETTINGS["n_envs"]}
 
 
+def _bc_step(lm: Any, opt: Any, x: Any, y: Any) -> int:
+    """One teacher-forced step of behavior cloning (forward, loss, backward, AdamW); its trace tokens."""
+    import torch.nn.functional as F
+
+    from composition_gym.agents.bc import IGNORE
+
+    logits = lm(x)
+    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return int((y != IGNORE).sum())
+
+
 def bench_bc(trim: bool, quick: bool) -> dict[str, Any]:
     """Part d: trace tokens/s of teacher-forced training (forward, loss, backward, AdamW step)."""
     import torch
@@ -339,12 +353,7 @@ def bench_bc(trim: bool, quick: bool) -> dict[str, Any]:
         else:  # padded to the observation length, as a policy sees it
             x = F.pad(x, (0, padded_width - width), value=PAD_ID)
             y = F.pad(y, (0, padded_width - width), value=IGNORE)
-        logits = lm(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        tokens += int((y != IGNORE).sum())
+        tokens += _bc_step(lm, opt, x, y)
     seconds = time.perf_counter() - start
     return {"trim": trim, "trace_tokens": tokens, "seconds": seconds, "tokens_per_s": tokens / seconds,
             "batch_size": batch, "peak_rss_growth_mb": _maxrss_mb() - before, "torch_threads": torch.get_num_threads()}
@@ -467,9 +476,8 @@ def bench_grpo(side: str, quick: bool) -> dict[str, Any]:
 def _teacher_forcing(lm, batches: int) -> dict[str, Any]:
     """BC's training step on ``lm``: trace tokens/s over ``batches`` batches of expert traces (after one untimed)."""
     import torch
-    import torch.nn.functional as F
 
-    from composition_gym.agents.bc import IGNORE, expert_sequences
+    from composition_gym.agents.bc import expert_sequences
     from composition_gym.tokens import PAD_ID
 
     data = expert_sequences([ENV_ID], 2000, seed=0)
@@ -484,12 +492,7 @@ def _teacher_forcing(lm, batches: int) -> dict[str, Any]:
         x, y = data.inputs[idx], data.targets[idx]
         cut = max(int((x != PAD_ID).sum(1).max()), 1)
         x, y = x[:, :cut], y[:, :cut]
-        logits = lm(x)
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), ignore_index=IGNORE)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        tokens += int((y != IGNORE).sum())
+        tokens += _bc_step(lm, opt, x, y)
     seconds = time.perf_counter() - start
     return {"tokens_per_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "batch_size": GRPO_BC_BATCH,
             "peak_rss_growth_mb": _maxrss_mb() - before}

@@ -88,17 +88,10 @@ def torch_threads(threads: int | None = None, *, default: int | None = None) -> 
     """Run a block with ``resolve_threads(threads, default=default)`` torch threads; the caller's
     count comes back after.  Every entry point that runs torch (``evaluate``,
     ``behavior_cloning``, ``train_ppo``, ``diagnose``) wraps its work in this block."""
-    import torch  # here, so that importing the settings stays cheap for the CLI
+    import torch  # noqa: F401  (loaded here, so that importing the settings stays cheap; thread_scope sets it)
 
-    n = resolve_threads(threads, default=default)
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    _ACTIVE.append(n)
-    try:
+    with thread_scope(threads, default=default) as n:
         yield n
-    finally:
-        _ACTIVE.pop()
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

@@ -80,7 +80,8 @@ class RunStore:
         folder = self.root / "records"
         if folder.is_dir():
             for path in sorted(folder.glob("*.json")):
-                yield json.loads(path.read_text())
+                if not path.name.startswith("."):  # an atomic write's temporary file, left by a kill
+                    yield json.loads(path.read_text())
 
 
 def host() -> str:

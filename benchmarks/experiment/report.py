@@ -12,6 +12,7 @@ import argparse
 import json
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from composition_gym.benchmarks.experiment import statistics
 from composition_gym.benchmarks.experiment.claims import (CLAIM_LABELS, CLAIMS, CONDITIONS, EVAL_LABELS, FORGETTING_POINTS,
@@ -226,11 +227,7 @@ def figure(doc: Mapping, path: str | Path) -> Path:
     meta = doc["meta"]
     fig.suptitle(f"composition-gym, profile {meta['profile']}, {len(meta['seeds'])} seeds, "
                  f"commit {meta['commit'][:10]}, {meta['date'][:10]}", fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ---------------------------------------------------------------------------- the sweep
@@ -335,11 +332,7 @@ def sweep_heatmap(doc: Mapping, path: str | Path) -> Path:
     n_seeds = len(meta["seeds"])
     ax.set_title(f"sweep, profile {meta['profile']}, {n_seeds} seed{'s' * (n_seeds != 1)}, "
                  f"commit {meta['commit'][:10]}", fontsize=9)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    return _save(fig, path, bbox_inches="tight")
 
 
 def regime_figure(doc: Mapping, path: str | Path, env: str = "ood_unseen_l4", arm: str = "rl_disjoint") -> Path | None:
@@ -378,9 +371,16 @@ def regime_figure(doc: Mapping, path: str | Path, env: str = "ood_unseen_l4", ar
     meta = doc["meta"]
     fig.suptitle(f"When does RL widen? {EVAL_LABELS.get(env, env)}, one point per cell; profile {meta['profile']}, "
                  f"{len(meta['seeds'])} seed(s), commit {meta['commit'][:10]}", fontsize=9)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: str | Path, **kwargs: Any) -> Path:
+    """Write ``fig`` to ``path`` (its folder made as needed) and close it."""
+    import matplotlib.pyplot as plt
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, **kwargs)
     plt.close(fig)
     return path
 

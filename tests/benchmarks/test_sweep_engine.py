@@ -97,6 +97,19 @@ def test_bad_graphs_and_arguments_are_clear_errors(tmp_path):
     assert [len(g) for g in phases(toy_specs(2))] == [2, 2]
 
 
+def test_a_temporary_record_left_by_a_kill_is_not_a_record(tmp_path):
+    """A kill between an atomic write's fsync and its rename leaves a complete temporary file that
+    ends in .json: neither done() nor records() may count it (the restarted sweep reruns that run)."""
+    store = RunStore(tmp_path)
+    spec = toy_specs(1, children=False)[0]
+    record = backends.execute(spec, store)
+    path = store.record_path(spec.key)
+    path.rename(path.with_name(f".{path.name}.k3y.tmp.json"))  # what the kill leaves
+    assert not store.done(spec.key) and list(store.records()) == []
+    assert backends.execute(spec, store)["result"] == record["result"]
+    assert [r["key"] for r in store.records()] == [spec.key]
+
+
 def test_missing_dependency_record_is_recomputed(tmp_path):
     """A cluster node without the shared store re-runs a dependency (deterministically)."""
     specs = toy_specs(1)
