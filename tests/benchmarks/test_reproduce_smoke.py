@@ -16,7 +16,7 @@ from composition_gym.cli import parse_config
 
 def tiny(**changes) -> ReproduceConfig:
     """The tiny preset with ``changes``, one worker, no progress display."""
-    return ReproduceConfig.from_presets("small", "tiny").replace(workers=1, progress=False, **changes)
+    return ReproduceConfig.from_presets("small", "tiny").replace(**{"workers": 1, "progress": False, **changes})
 
 
 @pytest.fixture(scope="module")
