@@ -27,6 +27,9 @@ def _pct(stat: Mapping | None) -> str:
     return f"{100 * stat['mean']:.1f} ± {se}"
 
 
+_GRPO_FROM_CELL = ("iterations", "process_reward", "replay_coef")
+
+
 def _settings(meta: Mapping) -> list[str]:
     """One line with the trainer and transformer settings the runs used (agents' defaults + budget)."""
     defaults = meta.get("agents_defaults")
@@ -35,8 +38,10 @@ def _settings(meta: Mapping) -> list[str]:
     budget = meta["budget"]
     ppo = budget.get("ppo", {})
     model = {**defaults["transformer"], **{k: v for k, v in meta.get("cell", {}).items() if k == "d_model" and v}}
-    grpo = budget.get("grpo")
-    return [(f"- group-relative RL: {', '.join(f'{k}={v}' for k, v in grpo.items())}; " if grpo else "- ")
+    # The cell sets these per run (arm_trainer_config): the budget's own values were never used.
+    grpo = {k: v for k, v in (budget.get("grpo") or {}).items() if k not in _GRPO_FROM_CELL}
+    return [(f"- group-relative RL: {', '.join(f'{k}={v}' for k, v in grpo.items())} (iterations, process "
+             "reward and replay: the cell's); " if grpo else "- ")
             + f"MaskablePPO: {', '.join(f'{k}={v}' for k, v in ppo.items())}; transformer: "
             f"{model['n_layers']} layers, d_model={model['d_model']}"]
 
@@ -104,6 +109,25 @@ def _forgetting_table(doc: Mapping) -> list[str]:
                  for s in sets]
         lines.append(f"| {CONDITIONS[cond].label} | " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def _first_fail_table(doc: Mapping, solved: float = 0.5) -> list[str]:
+    """Per set SFT solves less than ``solved`` of: which step each condition's greedy answer gets
+    wrong first, averaged over seeds (where RL changed the answer, and where it did not)."""
+    by_env = {env: shares for env, shares in (doc.get("first_fail") or {}).items()
+              if shares.get("sft") and shares["sft"].get("none", 0.0) < solved}
+    if not by_env:
+        return []
+    lines = ["", "## Which step fails first (greedy, % of problems, mean over seeds)", ""]
+    for env, shares in by_env.items():
+        steps = sorted({k for s in shares.values() for k in s if k != "none"}, key=int)
+        lines += [f"{EVAL_LABELS.get(env, env)}:", "", "| condition | all right | " + " | ".join(
+            f"step {k}" for k in steps) + " |", "|" + "---|" * (len(steps) + 2)]
+        for cond, s in shares.items():
+            lines.append(f"| {CONDITIONS[cond].label} | " + " | ".join(
+                f"{100 * s.get(k, 0.0):.1f}" for k in ("none", *steps)) + " |")
+        lines.append("")
+    return lines
 
 
 def _leakage_table(doc: Mapping) -> list[str]:
@@ -181,6 +205,7 @@ def markdown(doc: Mapping) -> str:
         for v in doc["verdicts_pass_at_k"]:
             lines.append(f"| {CLAIM_LABELS[v['claim']]} | {v['comparison']} | {_pct(v['diff'])} | {v['verdict']} |")
     lines += _forgetting_table(doc)
+    lines += _first_fail_table(doc)
     lines += _leakage_table(doc)
     lines += _diagnostics_table(doc)
     checks = doc.get("checks", {})
@@ -335,11 +360,12 @@ def sweep_heatmap(doc: Mapping, path: str | Path) -> Path:
     return _save(fig, path, bbox_inches="tight")
 
 
-def regime_figure(doc: Mapping, path: str | Path, env: str = "ood_unseen_l4", arm: str = "rl_disjoint") -> Path | None:
+def regime_figure(doc: Mapping, path: str | Path, env: str = "ood_unseen_l4", arm: str = "rl_disjoint",
+                  known: str = "ood_unseen") -> Path | None:
     """The knob that separates "widens" from "sharpens", one point per cell: the ``arm``'s greedy gain
-    over SFT on ``env`` (± 2 SE) against what SFT already does there — its pass@k (is the answer
-    within sampling reach?) and its share of problems whose first step is right (does the dense
-    signal have a start?).  ``None`` (and no file) when no cell has both."""
+    over SFT on ``env`` (± 2 SE) against what SFT already does — its pass@k on ``env`` (is the answer
+    within sampling reach?) and its greedy success on ``known``, a set at the depth SFT trained on
+    (does SFT execute the steps it was taught?).  ``None`` (and no file) when no cell has both."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,25 +377,27 @@ def regime_figure(doc: Mapping, path: str | Path, env: str = "ood_unseen_l4", ar
         gain = entry and entry["gains"].get(arm)
         if not gain or not entry.get("sft_pass_at_k"):
             continue
-        first = entry.get("first_fail", {}).get("sft", {})
-        step1 = 1.0 - first.get("1", 0.0) if first else float("nan")
-        points.append((_row_label(doc, row), entry["sft_pass_at_k"]["mean"], step1, gain["mean"], gain["se"] or 0.0))
+        at_known = row["sets"].get(known, {}).get("sft_greedy", {}).get("mean", float("nan"))
+        points.append((_row_label(doc, row), entry["sft_pass_at_k"]["mean"], at_known, gain["mean"], gain["se"] or 0.0))
     if not points:
         return None
     k = doc["meta"]["budget"]["samples"]
     fig, axes = plt.subplots(1, 2, figsize=(10.5, 4.2), constrained_layout=True)
-    for ax, (xi, xlabel) in zip(axes, ((1, f"SFT pass@{k} on the set (reach, %)"),
-                                       (2, "SFT greedy answers with step 1 right (%)"))):
-        for label, *values in points:
+    markers = "osD^v<>pP*Xh"
+    for ax, (xi, xlabel) in zip(axes, ((1, f"SFT pass@{k} on {EVAL_LABELS.get(env, env)} (reach, %)"),
+                                       (2, f"SFT greedy success on {EVAL_LABELS.get(known, known)} (%)"))):
+        for i, (label, *values) in enumerate(points):
             x, y, se = 100 * values[xi - 1], 100 * values[2], 100 * values[3]
-            ax.errorbar([x], [y], yerr=[2 * se], fmt="o", capsize=3)
-            ax.annotate(label, (x, y), fontsize=6, xytext=(4, 4), textcoords="offset points")
+            ax.errorbar([x], [y], yerr=[2 * se], fmt=markers[i % len(markers)], color=f"C{i % 10}", capsize=3,
+                        label=label if xi == 1 else None)
         ax.axhline(0, color="grey", lw=0.8)
         ax.axhline(10, color="grey", lw=0.8, ls=":")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(f"{arm} greedy gain over SFT (points, ± 2 SE)")
+        ax.set_ylabel(f"{arm} gain over SFT (greedy, points)")
+    fig.legend(loc="outside lower center", ncol=2, fontsize=7, frameon=False)
     meta = doc["meta"]
-    fig.suptitle(f"When does RL widen? {EVAL_LABELS.get(env, env)}, one point per cell; profile {meta['profile']}, "
+    fig.suptitle(f"When does RL widen? {EVAL_LABELS.get(env, env)}, one point per cell (± 2 SE); "
+                 f"profile {meta['profile']}, "
                  f"{len(meta['seeds'])} seed(s), commit {meta['commit'][:10]}", fontsize=9)
     return _save(fig, path)
 

@@ -51,7 +51,7 @@ class RunOptions:
     profile: Literal[PROFILES] = "small"
     """Environment profile: small (CPU) or paper (the Paper- ids, bigger hardware); picks the preset too."""
     budget: Literal[tuple(protocol.PRESETS["small"])] = "default"
-    """Preset every other option starts from: tiny (plumbing only) or default (the experiment)."""
+    """Preset every other option starts from: tiny (plumbing), default (the experiment), widen (RL beyond SFT)."""
     seeds: int = bounded(3, ge=1)
     """Number of seeds, 0..N-1."""
     device: str = "cpu"

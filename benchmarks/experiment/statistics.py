@@ -176,6 +176,7 @@ def statistics(runs: Sequence[Mapping], episodes: int | None) -> dict[str, Any]:
         "verdicts_pass_at_k": verdicts(runs, episodes, measure="pass_at_k"),
         "forgetting": forgetting(runs, episodes),
         "leakage": leakage_table(runs),
+        "first_fail": {env: first_fail(runs, env) for env in dict.fromkeys(e for r in runs for e in r["metrics"])},
     }
 
 

@@ -125,6 +125,22 @@ def test_forgetting_and_leakage_tables():
     assert "✗" in text and "| SFT + RL compound, beyond the SFT support | L=4, all splits | arm: 21 |" in text
 
 
+def test_first_failing_step_table_shows_the_unsolved_sets_only():
+    runs = _runs({"sft": [_succ(0.8, 0.5, 0.20, 0.05, 0.9)] * 2, "rl_disjoint": [_succ(0.8, 0.5, 0.2, 0.3, 0.9)] * 2})
+    for run, step1 in zip(runs, (0.6, 0.4, 0.1, 0.1)):
+        run["metrics"]["ood_depth"]["first_fail"] = {"1": step1, "2": 0.9 - step1, "none": 0.1}
+        run["metrics"]["id"]["first_fail"] = {"3": 0.05, "none": 0.95}  # solved: not shown
+    ff = statistics.statistics(runs, 200)["first_fail"]
+    assert ff["ood_depth"]["sft"]["1"] == pytest.approx(0.5)
+    assert ff["ood_depth"]["rl_disjoint"]["2"] == pytest.approx(0.8)
+    text = markdown({"meta": {"date": "d", "commit": "c", "command": "x", "profile": "small", "budget_name": "b",
+                              "budget": {"eval_episodes": 200}, "seeds": [0, 1], "workers": 1, "wall_time_s": 1.0},
+                     "runs": runs, **statistics.statistics(runs, 200)})
+    section = text.split("## Which step fails first")[1].split("##")[0]
+    assert "| SFT | 10.0 | 50.0 | 40.0 |" in section and "| step 1 | step 2 |" in section
+    assert "ID (SFT set)" not in section
+
+
 def _v2(cond: str, seed: int, greedy: float, pass_k: float) -> dict:
     m = {"greedy": greedy, "sampled": greedy, "pass_at_k": pass_k, "all_steps": None}
     return {"seed": seed, "condition": cond, "metrics": {"ood_rs": m, "id": dict(m, greedy=0.9)}}

@@ -128,3 +128,15 @@ def test_every_arm_and_two_workers(tmp_path):
     doc = reproduce(tiny(seeds=2, out=str(tmp_path), runs_dir=str(tmp_path), workers=2))
     assert [(r["seed"], r["condition"]) for r in doc["runs"]] == [(s, c) for s in (0, 1) for c in CONDITIONS]
     assert {v["claim"] for v in doc["verdicts"]} == {"claim1", "claim2", "claim3", "control"}
+
+
+def test_beyond_by_pairs_with_a_listed_prompt_runs_leak_free(tmp_path):
+    """RL on the exposable half of the held-out pairs, evaluated on the other half, with the
+    pipeline prompt: every condition runs, and no evaluated held-out problem was trainable."""
+    doc = reproduce(tiny(seeds=1, family="routing_skill", rl_target="pairs", prompt_format="pipeline",
+                         conditions=("sft", "rl_disjoint", "sft_matched"), out=str(tmp_path), runs_dir=str(tmp_path)))
+    assert {r["condition"] for r in doc["runs"]} == {"sft", "rl_disjoint", "sft_matched"}
+    for run in doc["runs"]:
+        assert {"ood_rs", "ood_rs_l4"} <= set(run["metrics"])
+        assert run["leakage"]["ood_rs"]["sft"] == 0 and not any(run["leakage"]["ood_rs"].values())
+        assert not any(run["leakage"]["ood_rs_l4"].values())

@@ -148,6 +148,6 @@ def test_readme_headline_table_is_the_results_page_table():
     section = README_TEXT[README_TEXT.index("## Headline results"):].split("\n## ")[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")]
     assert len(rows) >= 6
-    page = (DOCS / "results" / "default-regime.md").read_text()
+    page = (DOCS / "results" / "widening.md").read_text()
     for row in rows:
-        assert row in page, f"README headline row not on docs/results/default-regime.md: {row}"
+        assert row in page, f"README headline row not on docs/results/widening.md: {row}"

@@ -49,6 +49,8 @@ SUBSTITUTIONS = [
     ("--conf-file hyperparams/ppo.yml", f"--conf-file {ROOT / 'hyperparams' / 'ppo.yml'} -n 64 "
                                         "--hyperparams n_envs:2 n_steps:32 batch_size:64 --eval-freq -1"),
     ("-f runs/zoo -n 200", "-f runs/zoo -n 20"),
+    # The widen regime's cell (L4 target, process reward, replay, the matched control) at the tiny budget.
+    ("reproduce --budget widen", "reproduce --budget tiny --seeds 1 --rl-target L4 --process-reward 0.5 --replay 2.0"),
 ]
 
 
