@@ -1,6 +1,16 @@
-"""Test-session plumbing shared by every layer: how ``make test`` spreads the suite over cores."""
+"""Test-session plumbing shared by every layer: how ``make test`` spreads the suite over cores, and
+the SIGINT it needs."""
 
 from __future__ import annotations
+
+import signal
+
+# A shell that starts the suite in the background (`make test &`, nohup) makes it ignore SIGINT,
+# and every process it starts inherits that: Python then never raises KeyboardInterrupt, and the
+# interrupt and kill tests would fail (or, worse, test nothing).  A handler, unlike SIG_IGN, is not
+# inherited across exec, so the runs those tests start get Python's own again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: The tests that run for minutes, longest first.  No fixture trains a model (tests use the shipped
 #: checkpoint, ``pretrained("small")``); the one test that trains to competence from scratch is the

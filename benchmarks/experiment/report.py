@@ -112,8 +112,8 @@ def _forgetting_table(doc: Mapping) -> list[str]:
 
 
 def _first_fail_table(doc: Mapping, solved: float = 0.5) -> list[str]:
-    """Per set SFT solves less than ``solved`` of: which step each condition's greedy answer gets
-    wrong first, averaged over seeds (where RL changed the answer, and where it did not)."""
+    """Which step each condition's greedy answer gets wrong first, averaged over seeds, on every set
+    whose problems SFT solves less than a ``solved`` share of (the sets where an arm can move it)."""
     by_env = {env: shares for env, shares in (doc.get("first_fail") or {}).items()
               if shares.get("sft") and shares["sft"].get("none", 0.0) < solved}
     if not by_env:
