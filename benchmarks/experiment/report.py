@@ -98,11 +98,10 @@ def _forgetting_table(doc: Mapping) -> list[str]:
     rows = doc.get("forgetting")
     if not rows:
         return []
+    sets = list(dict.fromkeys(r["set"] for r in rows))
     lines = ["", f"## What each arm costs on the sets SFT covered (greedy, points vs SFT; ✗: more than "
              f"{FORGETTING_POINTS:g} points lost on average)", "",
-             "| condition | " + " | ".join(EVAL_LABELS[s] for s in dict.fromkeys(r["set"] for r in rows)) + " |"]
-    sets = list(dict.fromkeys(r["set"] for r in rows))
-    lines.append("|" + "---|" * (len(sets) + 1))
+             "| condition | " + " | ".join(EVAL_LABELS[s] for s in sets) + " |", "|" + "---|" * (len(sets) + 1)]
     for cond in dict.fromkeys(r["condition"] for r in rows):
         by_set = {r["set"]: r for r in rows if r["condition"] == cond}
         cells = [(_pct(by_set[s]["diff"]) + (" ✗" if by_set[s]["forgets"] else "")) if s in by_set else "–"
