@@ -167,6 +167,11 @@ def sft_config(cell: Cell, seed: int, budget: Budget, *, profile: str, version: 
     return config
 
 
+#: The group-relative settings each run takes from its cell, not the budget (reports leave them out
+#: of the budget's line).
+GRPO_SET_BY_CELL = ("iterations", "process_reward", "replay_coef")
+
+
 def arm_trainer_config(cond: str, cell: Cell, budget: Budget) -> dict[str, Any]:
     """The trainer settings of condition ``cond``'s run (``ValueError`` when arms would get unequal budgets)."""
     trainer = CONDITIONS[cond].trainer
@@ -181,8 +186,8 @@ def arm_trainer_config(cond: str, cell: Cell, budget: Budget) -> dict[str, Any]:
                         eval_episodes=0).to_dict()
     if trainer == "maskable_ppo":
         return budget.ppo.to_dict()
-    return budget.grpo.replace(iterations=cell.rl_episodes // per_iter, process_reward=cell.process_reward,
-                               replay_coef=cell.replay).to_dict()
+    return budget.grpo.replace(**dict(zip(GRPO_SET_BY_CELL, (cell.rl_episodes // per_iter, cell.process_reward,
+                                                            cell.replay)))).to_dict()
 
 
 def cell_specs(cell: Cell, seeds_: Sequence[int], budget: Budget, conditions: Sequence[str], *, profile: str = "small",

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from composition_gym.benchmarks.experiment import statistics
+from composition_gym.benchmarks.experiment.protocol import GRPO_SET_BY_CELL
 from composition_gym.benchmarks.experiment.claims import (CLAIM_LABELS, CLAIMS, CONDITIONS, EVAL_LABELS, FORGETTING_POINTS,
                                                           MEASURES, PAPER_OOD_L4)
 
@@ -27,9 +28,6 @@ def _pct(stat: Mapping | None) -> str:
     return f"{100 * stat['mean']:.1f} ± {se}"
 
 
-_GRPO_FROM_CELL = ("iterations", "process_reward", "replay_coef")
-
-
 def _settings(meta: Mapping) -> list[str]:
     """One line with the trainer and transformer settings the runs used (agents' defaults + budget)."""
     defaults = meta.get("agents_defaults")
@@ -38,8 +36,8 @@ def _settings(meta: Mapping) -> list[str]:
     budget = meta["budget"]
     ppo = budget.get("ppo", {})
     model = {**defaults["transformer"], **{k: v for k, v in meta.get("cell", {}).items() if k == "d_model" and v}}
-    # The cell sets these per run (arm_trainer_config): the budget's own values were never used.
-    grpo = {k: v for k, v in (budget.get("grpo") or {}).items() if k not in _GRPO_FROM_CELL}
+    # The cell sets these per run: the budget's own values were never used.
+    grpo = {k: v for k, v in (budget.get("grpo") or {}).items() if k not in GRPO_SET_BY_CELL}
     return [(f"- group-relative RL: {', '.join(f'{k}={v}' for k, v in grpo.items())} (iterations, process "
              "reward and replay: the cell's); " if grpo else "- ")
             + f"MaskablePPO: {', '.join(f'{k}={v}' for k, v in ppo.items())}; transformer: "
